@@ -1,0 +1,114 @@
+"""`{placeholder}` resolution, free of I/O.
+
+A placeholder is `{name}` where name is letters, digits and underscores; every other brace is literal
+text, so JSON in a field is left alone. Where a value lands decides how it is treated:
+
+- in plain text (headers, parameters sent through an HTTP client, templates): as is;
+- in the host part of a URL: it must be a host name (letters, digits, `-`, `.`), so a parameter
+  cannot send requests to another site;
+- in the path, query or fragment of a URL: percent-encoded, so it cannot add segments or parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from airflow_custom_token.errors import PlaceholderError
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_CONTROL = re.compile(r"[\r\n\x00]")
+
+
+def placeholders(text: str) -> list[str]:
+    """Names of the placeholders in `text`, in order of appearance."""
+    return PLACEHOLDER.findall(text)
+
+
+def _lookup(name: str, values: Mapping[str, str], field: str) -> str:
+    if name in values:
+        return values[name]
+    known = ", ".join(sorted(values)) or "none"
+    raise PlaceholderError(field, f"placeholder {{{name}}} has no value; parameters available: {known}")
+
+
+def render_text(text: str, values: Mapping[str, str], field: str) -> str:
+    """Replace placeholders in plain text. Text without placeholders comes back unchanged."""
+    if "{" not in text:
+        return text
+    result = PLACEHOLDER.sub(lambda m: _lookup(m.group(1), values, field), text)
+    if _CONTROL.search(result) and not _CONTROL.search(text):
+        raise PlaceholderError(field, "a placeholder value contains a line break or NUL character")
+    return result
+
+
+def _authority_end(template: str) -> int:
+    """Index where the authority (host[:port]) of an absolute URL template ends, or -1 if not absolute."""
+    scheme_end = template.find("://")
+    if scheme_end < 0:
+        return -1
+    start = scheme_end + 3
+    ends = [i for i in (template.find(c, start) for c in "/?#") if i >= 0]
+    return min(ends) if ends else len(template)
+
+
+def render_url(template: str, values: Mapping[str, str], field: str) -> str:
+    """Resolve placeholders in a URL (absolute, or a path relative to a base URL)."""
+    if "{" not in template:
+        return template
+    authority_end = _authority_end(template)
+    out: list[str] = []
+    last = 0
+    for match in PLACEHOLDER.finditer(template):
+        out.append(template[last : match.start()])
+        value = _lookup(match.group(1), values, field)
+        if match.start() < authority_end:
+            if not HOST_NAME.match(value) or ".." in value:
+                raise PlaceholderError(
+                    field,
+                    f"placeholder {{{match.group(1)}}} stands in the host, so its value must be a host name "
+                    "(letters, digits, '-' and '.'); found a value with other characters",
+                )
+            out.append(value)
+        else:
+            out.append(quote(value, safe=""))
+        last = match.end()
+    out.append(template[last:])
+    return "".join(out)
+
+
+def render_object(obj: Any, values: Mapping[str, str], field: str) -> Any:
+    """Resolve placeholders in every string (keys and values) of a JSON-like object."""
+    if isinstance(obj, str):
+        return render_text(obj, values, field)
+    if isinstance(obj, Mapping):
+        return {
+            render_text(str(k), values, field): render_object(v, values, f"{field}.{k}") for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [render_object(v, values, field) for v in obj]
+    return obj
+
+
+def missing_placeholders(obj: Any, available: Mapping[str, Any] | frozenset[str]) -> list[str]:
+    """Placeholders in any string of `obj` that `available` has no value for (in order, no repeats)."""
+    found: list[str] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, str):
+            for name in placeholders(o):
+                if name not in available and name not in found:
+                    found.append(name)
+        elif isinstance(o, Mapping):
+            for k, v in o.items():
+                walk(str(k))
+                walk(v)
+        elif isinstance(o, list | tuple):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return found
