@@ -49,6 +49,8 @@ class AsyncCustomTokenClient:
         kwargs: dict[str, Any] = {"params": list(request.params) or None, "headers": dict(request.headers)}
         if request.form is not None:
             kwargs["data"] = dict(request.form)
+        elif request.content is not None:
+            kwargs["data"] = request.content
         elif request.json is not None:
             kwargs["json"] = request.json
         timeout = aiohttp.ClientTimeout(total=request.timeout) if request.timeout else None
@@ -121,6 +123,7 @@ class AsyncCustomTokenClient:
                 params=(*((str(k), str(v)) for k, v in (params or {}).items()), *extra_query),
                 headers=(*((n, v) for n, v in extra_headers if n not in own), *own.items()),
                 form=tuple((str(k), str(v)) for k, v in data.items()) if isinstance(data, Mapping) else None,
+                content=data if isinstance(data, bytes | str) else None,
                 json=json,
                 timeout=timeout or self.account.timeout or 60,
                 verify=self.account.verify,

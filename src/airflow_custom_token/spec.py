@@ -116,6 +116,7 @@ class HttpRequest:
     json: Any = None
     timeout: float | None = None
     verify: bool = True
+    content: bytes | str | None = None  # a raw body (API requests only)
 
     def __repr__(self) -> str:  # parameters, headers and bodies may hold secrets
         return f"<HttpRequest {self.method} {urlsplit(self.url)._replace(query='').geturl()}>"
