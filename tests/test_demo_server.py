@@ -97,7 +97,10 @@ def test_oauth2_token_and_whoami(server: DemoServer) -> None:
     "kwargs",
     [
         {"json_body": {"username": "prod", "password": "prod-secret"}},
-        {"data": b"apiKey=prod%3Aprod-secret", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        {
+            "data": b"apiKey=prod%3Aprod-secret",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+        },
         {"headers": {"Authorization": "Basic " + base64.b64encode(b"prod:prod-secret").decode()}},
     ],
     ids=["json-username", "form-apikey", "basic"],

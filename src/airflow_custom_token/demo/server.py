@@ -147,8 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError:
-            self.close_connection = True
-            self._write(_json(400, {"error": "bad_request"}))
+            self._write(_json(400, {"error": "bad_request"}, ("Connection", "close")))
             return
         self._write(self.server.respond(_Request(self.command, self.path, self.headers, body)))
 
