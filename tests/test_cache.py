@@ -77,7 +77,9 @@ def test_eight_processes_one_token_request(demo, acme, isolated_cache):
     env = _env(os.environ["AIRFLOW_CONN_ACME"], isolated_cache)
     start = time.time() + 6  # all interpreters import Airflow first, then start together
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(start)], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(start)], env=env, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(8)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
@@ -93,8 +95,9 @@ def test_eight_processes_one_token_request(demo, acme, isolated_cache):
 def test_expiry_from_each_source(demo, make_conn, style):
     demo.set_lifetime(1234)
     demo.set_expiry_style(style)
-    make_conn("acme", host=demo.url, login="dev", password="dev-secret",
-              extra=demo_extra(demo, access_lifetime=777))
+    make_conn(
+        "acme", host=demo.url, login="dev", password="dev-secret", extra=demo_extra(demo, access_lifetime=777)
+    )
     hook = CustomTokenHook("acme")
     hook.get_token()
     token = PROCESS_CACHE.peek(hook.account.cache_key, 0)
@@ -284,7 +287,9 @@ def test_host_cache_off_without_fernet_key(demo, acme, isolated_cache):
         """
     )
     env = _env(os.environ["AIRFLOW_CONN_ACME"], isolated_cache, AIRFLOW__CORE__FERNET_KEY="")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "host cache is off" in (done.stdout + done.stderr)
     assert not list(isolated_cache.glob("*.token")) if isolated_cache.exists() else True

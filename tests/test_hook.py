@@ -29,8 +29,12 @@ def test_post_json_token_request_with_headers(demo, make_conn):
         host=demo.url,
         login="qa",
         password="qa-secret",
-        extra=demo_extra(demo, access_body="json", access_headers={"X-Tenant": "{tenant}"},
-                         integration_parameters={"tenant": "t42"}),
+        extra=demo_extra(
+            demo,
+            access_body="json",
+            access_headers={"X-Tenant": "{tenant}"},
+            integration_parameters={"tenant": "t42"},
+        ),
     )
     CustomTokenHook("acme").get_token()
     [seen] = demo.token_log
@@ -45,7 +49,9 @@ def test_get_token_request_sends_query_string(demo, make_conn):
         host=demo.url,
         login="prod",
         password="prod-secret",
-        extra=demo_extra(demo, access_verb="GET", access_parameters={"username": "{login}", "password": "{password}"}),
+        extra=demo_extra(
+            demo, access_verb="GET", access_parameters={"username": "{login}", "password": "{password}"}
+        ),
     )
     assert CustomTokenHook("acme").run("/api/v1/whoami").json()["account"] == "prod"
     [seen] = demo.token_log
@@ -123,7 +129,10 @@ def test_request_parameters_on_every_request(demo, make_conn):
         password="dev-secret",
         extra=demo_extra(
             demo,
-            request_parameters={"header": {"X-Api-Version": "2", "X-Client": "{login}"}, "url": {"locale": "en"}},
+            request_parameters={
+                "header": {"X-Api-Version": "2", "X-Client": "{login}"},
+                "url": {"locale": "en"},
+            },
         ),
     )
     hook = CustomTokenHook("acme")
@@ -172,7 +181,11 @@ def test_redirect_uri_builtin_by_realm(demo, make_conn):
         extra=demo_extra(
             demo,
             realm="eu",
-            access_parameters={"client_id": "{login}", "client_secret": "{password}", "redirect_uri": "{redirectUri}"},
+            access_parameters={
+                "client_id": "{login}",
+                "client_secret": "{password}",
+                "redirect_uri": "{redirectUri}",
+            },
         ),
     )
     CustomTokenHook("acme").get_token()
@@ -202,8 +215,12 @@ def accounts(demo, make_conn):
     make_conn(
         "acme_integration",
         host=demo.url,
-        extra=demo_extra(demo, integration_name="ACME", request_parameters={"header": {"X-Env": "{env}"}},
-                         integration_parameters={"env": "unset", "region": "eu"}),
+        extra=demo_extra(
+            demo,
+            integration_name="ACME",
+            request_parameters={"header": {"X-Env": "{env}"}},
+            integration_parameters={"env": "unset", "region": "eu"},
+        ),
     )
     for env in ("dev", "qa", "prod"):
         make_conn(
@@ -232,7 +249,11 @@ def test_account_overrides_integration_fields(demo, accounts, make_conn):
         "acme_dev",
         login="dev",
         password="dev-secret",
-        extra={"integration_conn_id": "acme_integration", "inject_name": "X-Api-Key", "inject_template": "{token}"},
+        extra={
+            "integration_conn_id": "acme_integration",
+            "inject_name": "X-Api-Key",
+            "inject_template": "{token}",
+        },
     )
     hook = CustomTokenHook("acme_dev")
     hook.run("/api/v1/whoami")
@@ -241,7 +262,9 @@ def test_account_overrides_integration_fields(demo, accounts, make_conn):
 
 def test_legacy_prefixed_extra_keys(demo, make_conn):
     legacy = {f"extra__custom_token__{k}": v for k, v in demo_extra(demo).items()}
-    legacy["extra__custom_token__access_parameters"] = '{"client_id": "{login}", "client_secret": "{password}"}'
+    legacy["extra__custom_token__access_parameters"] = (
+        '{"client_id": "{login}", "client_secret": "{password}"}'
+    )
     make_conn("acme", host=demo.url, login="dev", password="dev-secret", extra=legacy)
     assert CustomTokenHook("acme").run("/api/v1/whoami").json()["account"] == "dev"
 
@@ -291,8 +314,13 @@ def test_repr_never_shows_secrets(acme):
 
 
 def test_test_connection_success(demo, make_conn):
-    make_conn("acme", host=demo.url, login="dev", password="dev-secret",
-              extra=demo_extra(demo, test_endpoint="/api/v1/whoami"))
+    make_conn(
+        "acme",
+        host=demo.url,
+        login="dev",
+        password="dev-secret",
+        extra=demo_extra(demo, test_endpoint="/api/v1/whoami"),
+    )
     ok, message = CustomTokenHook("acme").test_connection()
     assert ok, message
     assert message.startswith("Token obtained from") and "expires" in message and "answered 200" in message
@@ -308,8 +336,13 @@ def test_test_connection_token_request_step(demo, make_conn):
 
 
 def test_test_connection_token_location_step(demo, make_conn):
-    make_conn("acme", host=demo.url, login="dev", password="dev-secret",
-              extra=demo_extra(demo, access_response_path="data.token"))
+    make_conn(
+        "acme",
+        host=demo.url,
+        login="dev",
+        password="dev-secret",
+        extra=demo_extra(demo, access_response_path="data.token"),
+    )
     ok, message = CustomTokenHook("acme").test_connection()
     assert not ok
     assert message.startswith("Token location failed") and "data.token" in message
@@ -317,8 +350,13 @@ def test_test_connection_token_location_step(demo, make_conn):
 
 
 def test_test_connection_test_endpoint_step(demo, make_conn):
-    make_conn("acme", host=demo.url, login="dev", password="dev-secret",
-              extra=demo_extra(demo, test_endpoint="/api/v1/status/403"))
+    make_conn(
+        "acme",
+        host=demo.url,
+        login="dev",
+        password="dev-secret",
+        extra=demo_extra(demo, test_endpoint="/api/v1/status/403"),
+    )
     ok, message = CustomTokenHook("acme").test_connection()
     assert not ok
     assert message.startswith("Test endpoint failed") and "403" in message

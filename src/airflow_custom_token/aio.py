@@ -7,7 +7,6 @@ and follows redirects itself so that the token only ever reaches allowed origins
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
@@ -71,7 +70,7 @@ class AsyncCustomTokenClient:
                     cookies={k: m.value for k, m in response.cookies.items()},
                     reason=response.reason or "",
                 )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(request, exc, self.account.secrets) from None
 
     async def get_token(self) -> str:
@@ -135,4 +134,6 @@ class AsyncCustomTokenClient:
             url, params = urljoin(url, location), None
             if response.status == 303 or (response.status in (301, 302) and method.upper() == "POST"):
                 method, data, json = "GET", None, None
-        raise RequestError(f"{method} {masked_url(url, self.account.secrets)}: more than {MAX_REDIRECTS} redirects")
+        raise RequestError(
+            f"{method} {masked_url(url, self.account.secrets)}: more than {MAX_REDIRECTS} redirects"
+        )

@@ -83,7 +83,9 @@ class CustomTokenAuth(AuthBase):
         return cls(TokenSource(account, settings))
 
     @classmethod
-    def from_airflow(cls, conn_id: str, integration_parameters: Mapping[str, Any] | None = None) -> CustomTokenAuth:
+    def from_airflow(
+        cls, conn_id: str, integration_parameters: Mapping[str, Any] | None = None
+    ) -> CustomTokenAuth:
         from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
         return CustomTokenHook(conn_id, integration_parameters).auth
@@ -106,7 +108,7 @@ class CustomTokenAuth(AuthBase):
         token = self.get_token()
         r._custom_token_url = r.url  # type: ignore[attr-defined]
         self._inject(r, token)
-        r.register_hook("response", self._on_response)
+        r.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return r
 
     def _inject(self, r: requests.PreparedRequest, token: Token) -> None:
@@ -150,7 +152,7 @@ class CustomTokenAuth(AuthBase):
         response.content  # noqa: B018 - drain to release the connection
         response.close()
         if response.raw is not None and retry._cookies is not None:  # type: ignore[attr-defined]
-            extract_cookies_to_jar(retry._cookies, request, response.raw)  # type: ignore[attr-defined]
+            extract_cookies_to_jar(retry._cookies, request, response.raw)  # type: ignore[attr-defined,no-untyped-call]
             retry.prepare_cookies(retry._cookies)  # type: ignore[attr-defined]
         assert response.connection is not None
         second: requests.Response = response.connection.send(retry, **kwargs)
@@ -211,4 +213,3 @@ def authenticated_session(auth: CustomTokenAuth) -> requests.Session:
         if bundle:
             session.verify = bundle
     return session
-

@@ -78,7 +78,9 @@ class HostStore:
         try:
             return Token.from_json(json.loads(self.cipher.decrypt(blob)))
         except Exception:  # corrupt, truncated, other key: ignored and replaced
-            log.warning("Custom token host cache: %s is unreadable (corrupt or other key); replacing it", path.name)
+            log.warning(
+                "Custom token host cache: %s is unreadable (corrupt or other key); replacing it", path.name
+            )
             return None
 
     def write(self, key: str, token: Token) -> None:
@@ -209,7 +211,9 @@ def host_store(directory: str, cipher_factory: Callable[[], Any]) -> HostStore |
     try:
         cipher = cipher_factory()
     except Exception as exc:
-        _warn_once("fernet", "Custom token host cache is off: no usable Fernet key ([core] fernet_key): %s", exc)
+        _warn_once(
+            "fernet", "Custom token host cache is off: no usable Fernet key ([core] fernet_key): %s", exc
+        )
         return None
     if not getattr(cipher, "is_encrypted", True):
         _warn_once("fernet", "Custom token host cache is off: no Fernet key is set ([core] fernet_key)")

@@ -1,4 +1,7 @@
-"""The package's error types. Messages name the field, what was expected and what was found; never a secret."""
+"""The package's error types.
+
+Messages name the field, what was expected and what was found; they never contain a secret.
+"""
 
 from __future__ import annotations
 

@@ -159,7 +159,9 @@ def _extract_value(account: ConnectedAccount, response: HttpResponse) -> tuple[s
         value = response.cookies.get(name)
         if value is None:
             names = ", ".join(sorted(response.cookies)) or "none"
-            raise TokenResponseError(f"The {where}: the response sets no cookie {name!r}; cookies set: {names}")
+            raise TokenResponseError(
+                f"The {where}: the response sets no cookie {name!r}; cookies set: {names}"
+            )
         return value, None
     if location == "text":
         return response.body.decode("utf-8", "replace").strip(), None
@@ -222,7 +224,9 @@ def read_token(account: ConnectedAccount, response: HttpResponse, now: float | N
             f"The token location {location!r} (access_response_path) holds {_shape(value)}, expected text"
         )
     if not value.strip():
-        raise TokenResponseError(f"The token location {location!r} (access_response_path) holds an empty token")
+        raise TokenResponseError(
+            f"The token location {location!r} (access_response_path) holds an empty token"
+        )
     value = value.strip()
     expires_at: float | None = None
     source = "default lifetime (access_lifetime)"
@@ -252,7 +256,8 @@ def check_status(account: ConnectedAccount, response: HttpResponse) -> None:
         body = "an HTML page" + (f": {body[:80]}" if body else "")
     raise TokenRequestError(
         f"Token request failed: {request.method} {masked_url(request.url, account.secrets)} answered "
-        f"{response.status} {response.reason}".rstrip() + (f"; body: {body}" if body else ""),
+        f"{response.status} {response.reason}".rstrip()
+        + (f"; body: {body}" if body else ""),
         status=response.status,
         retryable=retryable,
         retry_after=parse_retry_after(response.headers.get("retry-after")),

@@ -53,7 +53,14 @@ EXTRA_FIELDS: Mapping[str, tuple[str, Any]] = {
     "verify": ("bool", True),
     "allowed_hosts": ("list", None),
 }
-REQUIRED = ("integration_key", "access_endpoint", "access_verb", "inject_as", "inject_name", "inject_template")
+REQUIRED = (
+    "integration_key",
+    "access_endpoint",
+    "access_verb",
+    "inject_as",
+    "inject_name",
+    "inject_template",
+)
 BUILT_INS = ("login", "password", "redirectUri")
 # Integration parameters whose name says they are secret: masked and redacted like the token.
 SECRET_NAME = re.compile(r"secret|password|passwd|pwd|token|key|credential|auth|private|sign", re.IGNORECASE)
@@ -84,8 +91,11 @@ class RawConnection:
         elif raw:
             try:
                 parsed = json.loads(raw)
-            except ValueError as exc:
-                error = f"extra: expected a JSON object, found text that is not valid JSON ({exc.msg} at {exc.pos})"
+            except json.JSONDecodeError as exc:
+                error = (
+                    "extra: expected a JSON object, found text that is not valid JSON "
+                    f"({exc.msg} at char {exc.pos})"
+                )
             else:
                 if isinstance(parsed, dict):
                     extra = parsed
@@ -240,14 +250,18 @@ def load_chain(conn_id: str) -> ChainLoader:
                 raise ConfigurationError(conn_id, [f"connection {current!r} is not defined"])
             raise ConfigurationError(
                 conn_id,
-                [f"integration_conn_id: expected the conn id of a custom_token connection; "
-                 f"found {current!r}, which is not defined"],
+                [
+                    f"integration_conn_id: expected the conn id of a custom_token connection; "
+                    f"found {current!r}, which is not defined"
+                ],
             )
         if chain and raw.conn_type and raw.conn_type != CONN_TYPE:
             raise ConfigurationError(
                 conn_id,
-                [f"integration_conn_id: expected a custom_token connection; {current!r} has conn_type "
-                 f"{raw.conn_type!r}"],
+                [
+                    f"integration_conn_id: expected a custom_token connection; {current!r} has conn_type "
+                    f"{raw.conn_type!r}"
+                ],
             )
         chain.append(raw)
         parent = normalize_extra(raw.extra).get("integration_conn_id")
@@ -297,7 +311,9 @@ def _coerce(key: str, kind: str, value: Any, problems: list[str]) -> Any:
             try:
                 value = json.loads(value)
             except ValueError as exc:
-                problems.append(f"{key}: expected JSON, found text that is not valid JSON ({exc.msg} at {exc.pos})")
+                problems.append(
+                    f"{key}: expected JSON, found text that is not valid JSON ({exc.msg} at {exc.pos})"
+                )
                 return None
         want = dict if kind == "object" else list
         if kind == "list" and isinstance(value, int) and not isinstance(value, bool):
@@ -367,7 +383,9 @@ def _str_map(key: str, obj: Any, problems: list[str]) -> dict[str, str]:
         if isinstance(value, dict | list):
             problems.append(f"{key}.{name}: expected text or a number, found {type(value).__name__}")
             continue
-        out[str(name)] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        out[str(name)] = (
+            "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        )
     return out
 
 
@@ -391,11 +409,13 @@ def build_account(
         if fields.get(key) in (None, ""):
             problems.append(f"{key}: required field is missing (set it on {conn_id!r} or on its integration)")
     if not std["host"]:
-        problems.append("host: required field is missing: the base URL of the API, e.g. https://api.example.com")
+        problems.append(
+            "host: required field is missing: the base URL of the API, e.g. https://api.example.com"
+        )
 
-    key = fields.get("integration_key")
-    if key and not re.fullmatch(r"[A-Za-z0-9]+", key):
-        problems.append(f"integration_key: expected letters and digits only, found {key!r}")
+    integration_key = fields.get("integration_key")
+    if integration_key and not re.fullmatch(r"[A-Za-z0-9]+", integration_key):
+        problems.append(f"integration_key: expected letters and digits only, found {integration_key!r}")
     verb = str(get("access_verb") or "").upper()
     if fields.get("access_verb") and verb not in ("GET", "POST"):
         problems.append(f"access_verb: expected GET or POST, found {fields['access_verb']!r}")
@@ -419,8 +439,11 @@ def build_account(
         problems.append(f"timeout: expected a positive number of seconds, found {timeout}")
     refresh_on: list[int] = []
     for status in get("refresh_on"):
-        if isinstance(status, bool) or not isinstance(status, int | str) or not str(status).isdigit() or not (
-            100 <= int(status) <= 599
+        if (
+            isinstance(status, bool)
+            or not isinstance(status, int | str)
+            or not str(status).isdigit()
+            or not (100 <= int(status) <= 599)
         ):
             problems.append(f"refresh_on: expected HTTP status codes (100-599), found {status!r}")
         else:
@@ -454,17 +477,23 @@ def build_account(
 
     base_url = render("host", templating.render_url, (std["host"] or "").rstrip("/"))
     if base_url and (urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname):
-        problems.append(f"host: expected a base URL with scheme, e.g. https://api.example.com; found {base_url!r}")
+        problems.append(
+            f"host: expected a base URL with scheme, e.g. https://api.example.com; found {base_url!r}"
+        )
     endpoint = render("access_endpoint", templating.render_url, fields.get("access_endpoint") or "")
     if endpoint and "://" not in endpoint and base_url:
         endpoint = base_url + ("" if endpoint.startswith("/") else "/") + endpoint
     elif endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
-        problems.append(f"access_endpoint: expected an http(s) URL, found scheme {urlsplit(endpoint).scheme!r}")
+        problems.append(
+            f"access_endpoint: expected an http(s) URL, found scheme {urlsplit(endpoint).scheme!r}"
+        )
     access_params = render("access_parameters", templating.render_object, get("access_parameters") or {})
     access_headers = render("access_headers", templating.render_object, get("access_headers") or {})
     inject_name = render("inject_name", templating.render_text, fields.get("inject_name") or "")
     segments = [render("inject_template", templating.render_text, s) for s in template.split("{token}")]
-    req_headers = render("request_parameters", templating.render_object, request_parameters.get("header") or {})
+    req_headers = render(
+        "request_parameters", templating.render_object, request_parameters.get("header") or {}
+    )
     req_query = render("request_parameters", templating.render_object, request_parameters.get("url") or {})
     test_endpoint = fields.get("test_endpoint")
     if test_endpoint:
@@ -507,7 +536,7 @@ def build_account(
     return ConnectedAccount(
         conn_id=conn_id,
         integration_name=fields.get("integration_name") or conn_id,
-        integration_key=str(key),
+        integration_key=str(integration_key),
         base_url=base_url,
         token_request=HttpRequest(
             method=verb,

@@ -86,7 +86,8 @@ def render_object(obj: Any, values: Mapping[str, str], field: str) -> Any:
         return render_text(obj, values, field)
     if isinstance(obj, Mapping):
         return {
-            render_text(str(k), values, field): render_object(v, values, f"{field}.{k}") for k, v in obj.items()
+            render_text(str(k), values, field): render_object(v, values, f"{field}.{k}")
+            for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
         return [render_object(v, values, field) for v in obj]

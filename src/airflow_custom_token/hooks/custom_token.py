@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from airflow_custom_token.settings import Settings
     from airflow_custom_token.source import TokenSource
 
-EXTRA_OPTIONS = frozenset({"check_response", "timeout", "verify", "allow_redirects", "stream", "proxies", "cert"})
+EXTRA_OPTIONS = frozenset(
+    {"check_response", "timeout", "verify", "allow_redirects", "stream", "proxies", "cert"}
+)
 
 
 def lookup_connection(conn_id: str) -> RawConnection | None:
@@ -151,8 +153,9 @@ class CustomTokenHook(BaseHook):
             )
         except requests.RequestException as exc:
             detail = redaction.redact_string(str(exc), [*redaction.known(), *account.secrets])
-            raise RequestError(f"{method} {masked_url(url, account.secrets)} failed: {type(exc).__name__}: "
-                               f"{detail[:300]}") from None
+            raise RequestError(
+                f"{method} {masked_url(url, account.secrets)} failed: {type(exc).__name__}: {detail[:300]}"
+            ) from None
         if check and response.status_code >= 400:
             raise RequestError(self.describe_failure(response), status=response.status_code)
         return response
@@ -183,9 +186,9 @@ class CustomTokenHook(BaseHook):
         secrets: list[str] = list(account.secrets)
         step = "Token request failed"
         try:
-            from airflow_custom_token.auth import send_with_requests
-
             import requests
+
+            from airflow_custom_token.auth import send_with_requests
 
             send = send_with_requests(requests.Session())
             token = read_token(account, send(self.source.request), time.time())
