@@ -310,7 +310,7 @@ def _coerce(key: str, kind: str, value: Any, problems: list[str]) -> Any:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 problems.append(
                     f"{key}: expected JSON, found text that is not valid JSON ({exc.msg} at {exc.pos})"
                 )
