@@ -1,0 +1,66 @@
+"""The provider is discovered by Airflow: entry point, provider info schema, hook registration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import airflow
+from airflow_custom_token.get_provider_info import get_provider_info
+
+AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
+
+
+def test_entry_point_returns_matching_package_name():
+    [ep] = [
+        e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_custom_token")
+    ]
+    info = ep.load()()
+    assert info["package-name"] == "airflow-custom-token"
+
+
+def test_provider_info_validates_against_airflow_schema():
+    schema_path = Path(airflow.__file__).with_name("provider_info.schema.json")
+    schema = json.loads(schema_path.read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_extra_keys_avoid_words_the_secrets_masker_hides():
+    from airflow.sdk._shared.secrets_masker.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+
+    [conn_type] = get_provider_info()["connection-types"]
+    for key in conn_type["conn-fields"]:
+        assert not any(word in key for word in DEFAULT_SENSITIVE_FIELDS), key
+
+
+@pytest.mark.airflow_cli
+def test_airflow_lists_the_provider_and_its_hook(tmp_path):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    providers = subprocess.run(
+        [str(AIRFLOW_BIN), "providers", "list", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert providers.returncode == 0, providers.stderr[-2000:]
+    listed = {p["package_name"] for p in json.loads(providers.stdout[providers.stdout.index("[") :])}
+    assert "airflow-custom-token" in listed
+    hooks = subprocess.run(
+        [str(AIRFLOW_BIN), "providers", "hooks", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout[hooks.stdout.index("[") :])}
+    assert by_type["custom_token"]["class"] == "airflow_custom_token.hooks.custom_token.CustomTokenHook"
+    assert by_type["custom_token"]["conn_id_attribute_name"] == "custom_token_conn_id"
