@@ -81,7 +81,9 @@ class CustomTokenHook(BaseHook):
     def account(self) -> ConnectedAccount:
         """The validated account; raises `ConfigurationError` listing every problem."""
         chain = drive_chain(self.custom_token_conn_id, lookup_connection)
-        return build_account(chain, self.integration_parameters, redirect_uris=self.settings.redirect_uris)
+        account = build_account(chain, self.integration_parameters, redirect_uris=self.settings.redirect_uris)
+        redaction.register(*account.secrets)  # the password and secret-named parameters
+        return account
 
     @cached_property
     def source(self) -> TokenSource:
