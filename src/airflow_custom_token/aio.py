@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
-from airflow_custom_token.errors import RequestError
+from airflow_custom_token.errors import RequestError, TokenRequestError
 from airflow_custom_token.flow import HttpResponse, masked_url, transport_error
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.spec import HttpRequest
@@ -127,7 +127,10 @@ class AsyncCustomTokenClient:
                 timeout=timeout or self.account.timeout or 60,
                 verify=self.account.verify,
             )
-            response = await self._send(request, allow_redirects=False)
+            try:
+                response = await self._send(request, allow_redirects=False)
+            except TokenRequestError as exc:  # `_send` words transport failures as a token request's
+                raise RequestError(str(exc).removeprefix("Token request failed: ")) from None
             location = response.headers.get("location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
