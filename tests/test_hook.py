@@ -361,3 +361,39 @@ def test_test_connection_test_endpoint_step(demo, make_conn):
     assert not ok
     assert message.startswith("Test endpoint failed") and "403" in message
     assert "tok_" not in message
+
+
+def test_form_defaults_saved_by_an_account_do_not_override_its_integration(demo, make_conn):
+    """The UI saves every field with its default; an account made there still inherits GET and url."""
+    make_conn(
+        "acme_integration",
+        host=demo.url,
+        extra=demo_extra(
+            demo,
+            access_verb="GET",
+            access_parameters={"username": "{login}", "password": "{password}"},
+            inject_as="url",
+            inject_name="key",
+            inject_template="{token}",
+        ),
+    )
+    form_saved = {
+        "integration_conn_id": "acme_integration",
+        "access_verb": "POST",
+        "access_body": "form",
+        "inject_as": "header",
+        "inject_name": "Authorization",
+        "inject_template": "Bearer {token}",
+        "realm": "us",
+        "refresh_on": [401],
+        "verify": True,
+        "timeout": None,
+        "integration_key": None,
+        "access_parameters": {},
+        "allowed_hosts": [],
+    }
+    make_conn("acme_dev", login="dev", password="dev-secret", extra=form_saved)
+    hook = CustomTokenHook("acme_dev")
+    assert hook.run("/api/v1/whoami").json()["account"] == "dev"
+    assert demo.token_log[0]["method"] == "GET"
+    assert demo.api_log[-1]["query"]["key"] == hook.get_token()

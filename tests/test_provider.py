@@ -64,3 +64,14 @@ def test_airflow_lists_the_provider_and_its_hook(tmp_path):
     by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout[hooks.stdout.index("[") :])}
     assert by_type["custom_token"]["class"] == "airflow_custom_token.hooks.custom_token.CustomTokenHook"
     assert by_type["custom_token"]["conn_id_attribute_name"] == "custom_token_conn_id"
+
+
+def test_form_defaults_match_the_connection_contract():
+    """The form pre-fills what spec.FORM_DEFAULTS says (those values never override an integration's)."""
+    from airflow_custom_token.spec import FORM_DEFAULTS
+
+    [conn_type] = get_provider_info()["connection-types"]
+    shown = {
+        k: f["schema"]["default"] for k, f in conn_type["conn-fields"].items() if "default" in f["schema"]
+    }
+    assert shown == dict(FORM_DEFAULTS)

@@ -79,15 +79,16 @@ _REALMS_HELP = "; ".join(f"{realm}: {uri}" for realm, uri in REDIRECT_URIS.items
 _EXTRA_FIELDS: tuple[tuple[str, str, Schema, str], ...] = (
     ("integration_name", "Integration Name", _text(),
      "Display name of the integration; defaults to the connection id."),
-    ("integration_key", "Key", _text(required=True, pattern="^[A-Za-z0-9]+$"),
-     "Unique identifier of the integration: letters and digits only."),
+    ("integration_key", "Key", _text(pattern="^[A-Za-z0-9]+$"),
+     "Unique identifier of the integration: letters and digits only. Required, unless inherited "
+     "through Integration."),
     ("integration_parameters", "Integration Parameters", _object(),
      "Values for {parameterName} placeholders in any input, for this connected account."),
     ("integration_conn_id", "Integration", _text(),
      "Connection id of another Custom Token connection whose integration definition this one inherits "
      "(a connected account of a shared integration)."),
-    ("access_endpoint", "Access Token Endpoint", _text(required=True),
-     "URL that returns the access token."),
+    ("access_endpoint", "Access Token Endpoint", _text(),
+     "URL that returns the access token. Required, unless inherited through Integration."),
     ("access_verb", "Access Token Verb", _choice("GET", "POST", default="POST", required=True),
      "HTTP verb of the token request."),
     ("access_parameters", "Access Token Parameters", _object(),
@@ -142,7 +143,8 @@ _UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 _CONFIG_OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     *(
         (f"redirect_uri_{realm}", "string", uri, uri,
-         f"Redirect URI of the {realm} realm, the value of {{redirectUri}} when a connection's Realm is {realm}.")
+         f"Redirect URI of the {realm} realm: {{redirectUri}} in the inputs of a connection whose Realm "
+         f"is {realm}.")
         for realm, uri in REDIRECT_URIS.items()
     ),
     ("host_cache", "boolean", "True", "False",

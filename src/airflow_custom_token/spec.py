@@ -53,6 +53,21 @@ EXTRA_FIELDS: Mapping[str, tuple[str, Any]] = {
     "verify": ("bool", True),
     "allowed_hosts": ("list", None),
 }
+# What the UI form pre-fills. An account's value equal to one of these does not override a value
+# inherited from its integration: a form-saved account always holds them, chosen or not.
+FORM_DEFAULTS: Mapping[str, Any] = {
+    "access_verb": "POST",
+    "access_body": "form",
+    "access_response_path": "access_token",
+    "access_expiry_path": "expires_in",
+    "access_lifetime": 3600,
+    "inject_as": "header",
+    "inject_name": "Authorization",
+    "inject_template": "Bearer {token}",
+    "realm": "us",
+    "refresh_on": [401],
+    "verify": True,
+}
 REQUIRED = (
     "integration_key",
     "access_endpoint",
@@ -293,7 +308,8 @@ def normalize_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if not key.startswith(LEGACY_PREFIX):
             out[key] = value
-    return {k: v for k, v in out.items() if v not in (None, "")}
+    # Empty means "not set" (inherited): the form saves every field, unset objects as {} or null.
+    return {k: v for k, v in out.items() if v not in (None, "", {}) and (v != [] or k == "refresh_on")}
 
 
 def _coerce(key: str, kind: str, value: Any, problems: list[str]) -> Any:
@@ -364,7 +380,7 @@ def _merge(chain: list[RawConnection], problems: list[str]) -> tuple[dict[str, A
                 continue
             if key == "integration_parameters":
                 params.update(coerced)
-            else:
+            elif not (key in fields and key in FORM_DEFAULTS and coerced == FORM_DEFAULTS[key]):
                 fields[key] = coerced
         for name in std:
             value = getattr(raw, name)

@@ -1,12 +1,13 @@
-"""Fixtures of the browser tests: a real ``airflow api-server``, the demo API and headless Chromium.
+"""Fixtures of the browser tests: a real ``airflow api-server`` and headless Chromium.
 
 Everything listens on 127.0.0.1 only. The api-server runs in a temporary ``AIRFLOW_HOME`` with a SQLite
 metadata database; it runs the hook's ``test_connection()`` in its own process, so the Test button talks
-to the demo API exactly as a deployed Airflow would.
+to the demo API (the ``demo`` fixture of ``tests/conftest.py``) exactly as a deployed Airflow would.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,7 +57,11 @@ def free_port() -> int:
 def _airflow_env(home: Path) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k.lower() not in PROXY_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AIRFLOW") and k.lower() not in PROXY_VARIABLES
+    }
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -140,7 +146,9 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -
             pass
         time.sleep(1)
     _stop(process)
-    pytest.fail(f"airflow api-server did not answer on {url} within {API_SERVER_START_TIMEOUT:.0f} s:\n{_tail(log)}")
+    pytest.fail(
+        f"airflow api-server did not answer on {url} within {API_SERVER_START_TIMEOUT:.0f} s:\n{_tail(log)}"
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -164,21 +172,14 @@ def _tail(log: Path, lines: int = 200) -> str:
 
 
 @pytest.fixture(scope="session")
-def demo() -> Iterator[Any]:
-    """The bundled demo API (token endpoint plus a token-protected API) on 127.0.0.1."""
-    from airflow_custom_token.demo import DemoServer
-
-    with DemoServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium, driven by Playwright."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield chromium
         finally:
@@ -193,8 +194,8 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     blocked: list[str] = []
 
     def loopback_only(route: Any) -> None:
-        host = route.request.url.split("/")[2].rsplit(":", 1)[0] if "://" in route.request.url else ""
-        if host in ("127.0.0.1", "localhost") or not route.request.url.startswith("http"):
+        url = urlsplit(route.request.url)
+        if url.scheme not in ("http", "https", "ws", "wss") or _is_loopback(url.hostname or ""):
             route.continue_()
         else:
             blocked.append(route.request.url)
@@ -211,9 +212,19 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         )
         if failed:
             save_artifacts(page, f"{request.node.name}-failure")
+            if "api_server" in request.fixturenames:
+                server: ApiServer = request.getfixturevalue("api_server")
+                print(f"--- airflow api-server log ({server.log}), last lines:\n{_tail(server.log, 80)}")
         if blocked:
             print(f"blocked requests to non-loopback hosts: {blocked}")
         context.close()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def save_artifacts(page: Any, name: str) -> None:
