@@ -87,8 +87,11 @@ class AsyncCustomTokenClient:
         json: Any = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """One authenticated request; after a `refresh_on` status, one retry with a new token."""
-        url = self.account.request_url(endpoint)
+        """One authenticated request; after a `refresh_on` status, one retry with a new token.
+
+        Placeholders resolve in the endpoint, headers and query parameters, as in `CustomTokenHook.run`.
+        """
+        url, headers, params = self.account.render_request(endpoint, headers, params)
         retried = False
         while True:
             token = await self.source.aget(self._send)

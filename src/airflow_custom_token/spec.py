@@ -234,6 +234,21 @@ class ConnectedAccount:
             )
         return url
 
+    def render_request(
+        self, endpoint: str, headers: Mapping[str, Any] | None, params: Mapping[str, Any] | None
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A request's URL, headers and query parameters with placeholders resolved (bodies never are).
+
+        Raises `ConfigurationError` naming the field, before anything is sent.
+        """
+        try:
+            url = self.request_url(endpoint)
+            rendered_headers = templating.render_object(dict(headers or {}), self.values, "headers")
+            rendered_params = templating.render_object(dict(params or {}), self.values, "query_params")
+        except PlaceholderError as exc:
+            raise ConfigurationError(self.conn_id, [str(exc)]) from None
+        return url, rendered_headers, rendered_params
+
     def describe(self) -> str:
         return f"{self.integration_name} ({self.conn_id})"
 

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from airflow_custom_token import redaction, templating
+from airflow_custom_token import redaction
 from airflow_custom_token.errors import (
     ConfigurationError,
     CustomTokenError,
-    PlaceholderError,
     RequestError,
     TokenRequestError,
     TokenResponseError,
@@ -136,12 +135,7 @@ class CustomTokenHook(BaseHook):
             )
         check = options.pop("check_response", True)
         account = self.account
-        try:
-            url = account.request_url(endpoint)
-            headers = templating.render_object(dict(headers or {}), account.values, "headers")
-            params = templating.render_object(dict(params or {}), account.values, "params")
-        except PlaceholderError as exc:
-            raise ConfigurationError(self.custom_token_conn_id, [str(exc)]) from None
+        url, headers, params = account.render_request(endpoint, headers, params)
         if self._session is None:
             self._session = self.get_conn()
         options.setdefault("timeout", account.timeout)

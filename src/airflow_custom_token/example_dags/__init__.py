@@ -1,0 +1,75 @@
+"""Example DAGs, runnable unchanged with `airflow dags test` against the bundled demo API.
+
+The DAG files contain no URLs: they name connections, and `demo_connections` describes those
+connections for a running demo API (`scripts/demo` exports them as `AIRFLOW_CONN_*` variables):
+
+- `acme`: the integration (client-credentials token in a JSON answer, sent as `Authorization:
+  Bearer`), with `acme_dev`, `acme_qa` and `acme_prod`: its connected accounts, each holding only its
+  own credentials and `integration_conn_id: acme`;
+- `acme_portal`: a session token read from `data.session.id` and sent as a URL parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+ACCOUNTS = {"dev": "dev-secret", "qa": "qa-secret", "prod": "prod-secret"}
+
+
+def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
+    """The example connections by conn id (`AIRFLOW_CONN_<ID>` JSON bodies) for the demo API at `api_url`."""
+    connections: dict[str, dict[str, Any]] = {
+        "acme": {
+            "conn_type": "custom_token",
+            "description": "Acme API (integration): client-credentials token, Bearer header",
+            "host": api_url,
+            "extra": {
+                "integration_name": "Acme API",
+                "integration_key": "acme",
+                "access_endpoint": "/oauth2/v1/token",
+                "access_verb": "POST",
+                "access_parameters": {"client_id": "{login}", "client_secret": "{password}"},
+                "inject_as": "header",
+                "inject_name": "Authorization",
+                "inject_template": "Bearer {token}",
+                "integration_parameters": {"serverName": "default"},
+                "request_parameters": {"header": {"X-Server-Name": "{serverName}"}},
+                "test_endpoint": "/api/v1/whoami",
+            },
+        },
+        "acme_portal": {
+            "conn_type": "custom_token",
+            "description": "Acme portal: session token from a GET, sent as a URL parameter",
+            "host": api_url,
+            "login": "qa",
+            "password": ACCOUNTS["qa"],
+            "extra": {
+                "integration_name": "Acme portal",
+                "integration_key": "acmeportal",
+                "access_endpoint": "/auth/v1/session",
+                "access_verb": "GET",
+                "access_parameters": {"username": "{login}", "password": "{password}"},
+                "access_response_path": "data.session.id",
+                "access_expiry_path": "data.session.ttl",
+                "inject_as": "url",
+                "inject_name": "access_token",
+                "inject_template": "{token}",
+            },
+        },
+    }
+    for account, secret in ACCOUNTS.items():
+        connections[f"acme_{account}"] = {
+            "conn_type": "custom_token",
+            "description": f"Acme API, connected account {account.upper()}",
+            "login": account,
+            "password": secret,
+            "extra": {"integration_conn_id": "acme"},
+        }
+    return connections
+
+
+def environment(api_url: str) -> dict[str, str]:
+    """`AIRFLOW_CONN_<ID>` variables for `demo_connections`."""
+    connections = demo_connections(api_url)
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(body) for conn_id, body in connections.items()}

@@ -1,0 +1,161 @@
+"""The example DAGs, run for real: `airflow dags test` in a fresh AIRFLOW_HOME against a demo API.
+
+The connections are the ones `scripts/demo` exports (`airflow_custom_token.example_dags.environment`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+import airflow_custom_token.example_dags as example_dags
+from airflow_custom_token.demo import DemoServer
+from airflow_custom_token.demo.server import ITEMS
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+DAGS_FOLDER = Path(example_dags.__file__).parent
+DAG_IDS = {
+    "example_custom_token_connected_accounts",
+    "example_custom_token_url_parameter",
+    "example_custom_token_paginated_export",
+    "example_custom_token_job_sensor",
+}
+
+
+@dataclass
+class AirflowHome:
+    path: Path
+    env: dict[str, str]
+    demo: DemoServer
+
+    @property
+    def db(self) -> Path:
+        return self.path / "airflow.db"
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def last_run(self, dag_id: str) -> tuple[str, dict[str, Any]]:
+        """State and XCom return values (by task) of the DAG's latest run."""
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
+            run_id, state = conn.execute(
+                "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
+                (dag_id, run_id),
+            ).fetchall()
+        return state, {task_id: json.loads(value) for task_id, value in rows}
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowHome]:
+    """A migrated SQLite AIRFLOW_HOME whose dags_folder is the package's example_dags, and a demo API."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    with DemoServer() as demo:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__CUSTOM_TOKEN__CACHE_DIR": str(home / "token-cache"),
+                **example_dags.environment(demo.url),
+            }
+        )
+        airflow = AirflowHome(home, env, demo)
+        migrated = airflow.run("db", "migrate")
+        assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
+        yield airflow
+
+
+def dags_test(airflow: AirflowHome, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the DAG with `airflow dags test`; assert it succeeded; return its XComs by task."""
+    before = airflow.demo.stats()
+    args = ["dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
+    result = airflow.run(*args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    state, xcoms = airflow.last_run(dag_id)
+    assert state == "success", output[-5000:]
+    after = airflow.demo.stats()
+    assert after["rejected"] == before["rejected"], "no request may be rejected"
+    assert after["authenticated"] > before["authenticated"]
+    for token in tokens_sent(airflow.demo):
+        assert token not in output, "a token appeared in airflow's output"
+    return xcoms
+
+
+def tokens_sent(demo: DemoServer) -> set[str]:
+    """The tokens the API received (in the Authorization header or the access_token parameter)."""
+    tokens = {entry["query"].get("access_token") for entry in demo.api_log}
+    tokens |= {entry["headers"].get("Authorization", "").rpartition(" ")[2] for entry in demo.api_log}
+    return {token for token in tokens if token}
+
+
+# -- parsing (no subprocess) -----------------------------------------------------------------------
+
+
+def test_example_dags_parse_and_hold_no_urls() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == DAG_IDS
+    for path in DAGS_FOLDER.glob("example_*.py"):
+        assert "://" not in path.read_text(), f"{path.name} must take its URLs from the connections"
+
+
+def test_example_connections_use_one_integration() -> None:
+    connections = example_dags.demo_connections("http://127.0.0.1:1")
+    for account in ("dev", "qa", "prod"):
+        body = connections[f"acme_{account}"]
+        assert body["extra"] == {"integration_conn_id": "acme"}
+        assert "host" not in body
+
+
+# -- running them -----------------------------------------------------------------------------------
+
+
+@pytest.mark.airflow_cli
+def test_connected_accounts_by_param(airflow_home: AirflowHome) -> None:
+    xcoms = dags_test(
+        airflow_home, "example_custom_token_connected_accounts", {"profile": "PROD", "server": "eu-2"}
+    )
+    assert xcoms == {"whoami": {"account": "prod", "server": "eu-2"}}
+
+
+@pytest.mark.airflow_cli
+def test_url_parameter(airflow_home: AirflowHome) -> None:
+    xcoms = dags_test(airflow_home, "example_custom_token_url_parameter")
+    assert xcoms == {"echo": {"report": "daily", "access_token": "***"}}
+    assert airflow_home.demo.api_log[-1]["account"] == "qa"  # the API did get the real token
+
+
+@pytest.mark.airflow_cli
+def test_paginated_export(airflow_home: AirflowHome) -> None:
+    xcoms = dags_test(airflow_home, "example_custom_token_paginated_export")
+    assert xcoms == {"export_items": ITEMS, "export_items_deferred": ITEMS}
+
+
+@pytest.mark.airflow_cli
+def test_job_sensor(airflow_home: AirflowHome) -> None:
+    xcoms = dags_test(airflow_home, "example_custom_token_job_sensor", {"seconds": 3})
+    assert xcoms["start_job"].startswith("job-")
+    assert xcoms["wait_for_job"] == {"rows": 42}
+    polls = [e for e in airflow_home.demo.api_log if e["path"] == f"/api/v1/jobs/{xcoms['start_job']}"]
+    assert len(polls) >= 2  # running, ..., done: the sensor deferred again after its check said no
