@@ -7,7 +7,11 @@ and follows redirects itself so that the token only ever reaches allowed origins
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import sys
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 from urllib.parse import urljoin
 
@@ -19,6 +23,18 @@ from airflow_custom_token.spec import HttpRequest
 MAX_REDIRECTS = 10
 
 
+async def _aiohttp() -> ModuleType:
+    """aiohttp, imported in a worker thread the first time.
+
+    A first `import aiohttp` takes 100 ms or more; on the event loop it would stall every trigger of
+    the triggerer. Coroutines that arrive while the import runs wait for it in worker threads too.
+    """
+    module = sys.modules.get("aiohttp")
+    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return module
+    return await asyncio.to_thread(importlib.import_module, "aiohttp")
+
+
 class AsyncCustomTokenClient:
     """Authenticated async requests for one connected account. Use as an async context manager."""
 
@@ -28,8 +44,7 @@ class AsyncCustomTokenClient:
         self._session: Any = None
 
     async def __aenter__(self) -> AsyncCustomTokenClient:
-        import aiohttp
-
+        aiohttp = await _aiohttp()
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         return self
 

@@ -95,11 +95,16 @@ class CustomTokenAuth(AuthBase):
 
     # -- tokens -------------------------------------------------------------------------------
     def get_token(self) -> Token:
+        return self.source.get(self.send_token_request)
+
+    def send_token_request(self, request: HttpRequest) -> HttpResponse:
+        """Carry a token request over this auth's own session (created on first use)."""
         if self._send is None:
             if self._token_session is None:
                 self._token_session = requests.Session()
             self._send = send_with_requests(self._token_session)
-        return self.source.get(self._send)
+        response: HttpResponse = self._send(request)
+        return response
 
     # -- requests' auth protocol --------------------------------------------------------------
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -7,6 +7,7 @@ knows (raw, URL-encoded, form-encoded) with `***` itself (`redact`).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -63,29 +64,43 @@ async def aregister(*secrets: str) -> None:
         await amask_secret(secret)
 
 
-def redact_string(text: str, secrets: Iterable[str] | None = None) -> str:
-    """Replace every known secret (or those given) and its encoded forms with `***`."""
-    candidates = set()
-    for secret in known() if secrets is None else secrets:
+@functools.lru_cache(maxsize=256)
+def _patterns(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form of every secret, longest first, computed once per set of secrets."""
+    candidates: set[str] = set()
+    for secret in secrets:
         if secret and len(secret) >= MIN_LENGTH:
             candidates |= forms(secret)
-    for form in sorted(candidates, key=len, reverse=True):
+    return tuple(sorted(candidates, key=len, reverse=True))
+
+
+def _mask(text: str, patterns: tuple[str, ...]) -> str:
+    for form in patterns:
         if form in text:
             text = text.replace(form, MASK)
     return text
 
 
+def redact_string(text: str, secrets: Iterable[str] | None = None) -> str:
+    """Replace every known secret (or those given) and its encoded forms with `***`."""
+    return _mask(text, _patterns(tuple(known() if secrets is None else secrets)))
+
+
 def redact(value: Any, secrets: Iterable[str] | None = None) -> Any:
     """`redact_string` applied recursively through strings, bytes, lists, tuples and dicts."""
-    pool = known() if secrets is None else list(secrets)
+    pool = tuple(known() if secrets is None else secrets)
     if not pool:
         return value
+    return _redact(value, _patterns(pool))
+
+
+def _redact(value: Any, patterns: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-        return redact_string(value, pool)
+        return _mask(value, patterns)
     if isinstance(value, bytes):
-        return redact_string(value.decode("utf-8", "replace"), pool).encode()
+        return _mask(value.decode("utf-8", "replace"), patterns).encode()
     if isinstance(value, dict):
-        return {redact(k, pool): redact(v, pool) for k, v in value.items()}
+        return {_redact(k, patterns): _redact(v, patterns) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(redact(v, pool) for v in value)
+        return type(value)(_redact(v, patterns) for v in value)
     return value

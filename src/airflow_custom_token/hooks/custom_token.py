@@ -18,8 +18,8 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
-from airflow_custom_token.flow import excerpt, masked_url, read_token
-from airflow_custom_token.spec import ConnectedAccount, RawConnection, build_account, drive_chain
+from airflow_custom_token.flow import HttpResponse, excerpt, masked_url, read_token
+from airflow_custom_token.spec import ConnectedAccount, HttpRequest, RawConnection, build_account, drive_chain
 
 if TYPE_CHECKING:
     import requests
@@ -99,7 +99,11 @@ class CustomTokenHook(BaseHook):
     # -- public API ---------------------------------------------------------------------------
     def get_token(self) -> str:
         """The current token: from the process cache, the host cache, or a new token request."""
-        return self.auth.get_token().value
+        return self.source.get(self._send_token_request).value
+
+    def _send_token_request(self, request: HttpRequest) -> HttpResponse:
+        # `requests` (via the auth module) is imported only when a token request is actually sent
+        return self.auth.send_token_request(request)
 
     def invalidate_token(self) -> None:
         """Drop this account's token from the process and host caches; the next request fetches anew."""

@@ -22,6 +22,9 @@ which ``airflow dags test`` replaces with the event.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from email.message import Message
 from typing import TYPE_CHECKING, Any
@@ -63,6 +66,39 @@ async def aconnected_account(
     except StopIteration as stop:
         chain: list[RawConnection] = stop.value
     return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
+
+
+# One triggerer loop runs many triggers of the same account; they share one connection lookup (single
+# flight) and reuse it for ACCOUNT_TTL seconds, so a changed connection reaches new triggers soon.
+ACCOUNT_TTL = 30.0
+_accounts: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[tuple[Settings, ConnectedAccount]]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def shared_account(
+    conn_id: str, integration_parameters: Mapping[str, Any] | None
+) -> tuple[Settings, ConnectedAccount]:
+    """`load_settings()` and `aconnected_account(...)`, shared by the triggers of this event loop."""
+    from airflow_custom_token.settings import load_settings
+
+    loop = asyncio.get_running_loop()
+    key = json.dumps([conn_id, integration_parameters or {}], sort_keys=True, default=str)
+    entries = _accounts.setdefault(loop, {})
+    entry = entries.get(key)
+    if entry is None or time.monotonic() - entry[0] > ACCOUNT_TTL:
+
+        async def load() -> tuple[Settings, ConnectedAccount]:
+            settings = load_settings()
+            return settings, await aconnected_account(conn_id, integration_parameters, settings)
+
+        entry = (time.monotonic(), asyncio.ensure_future(load()))
+        entries[key] = entry
+    try:
+        return await asyncio.shield(entry[1])
+    except Exception:
+        entries.pop(key, None)  # a failed lookup is not remembered
+        raise
 
 
 def response_to_event(
@@ -175,11 +211,9 @@ class _RequestTrigger(BaseTrigger):
 
     async def _client(self) -> AsyncCustomTokenClient:
         from airflow_custom_token.aio import AsyncCustomTokenClient
-        from airflow_custom_token.settings import load_settings
         from airflow_custom_token.source import TokenSource
 
-        settings = load_settings()
-        account = await aconnected_account(self.custom_token_conn_id, self.integration_parameters, settings)
+        settings, account = await shared_account(self.custom_token_conn_id, self.integration_parameters)
         return AsyncCustomTokenClient(TokenSource(account, settings))
 
     async def _send(self, client: AsyncCustomTokenClient) -> dict[str, Any]:

@@ -1,0 +1,6 @@
+"""The provider's benchmark (issue #7): `scripts/bench`, or `python -m bench [--quick]`.
+
+Modules: `servers` (the loopback API and token server, in its own process), `common` (connections and
+scenario processes), one module per scenario (`clients`, `tokens`, `get_token`, `imports`, `deferrable`),
+`machine` (where a run was measured), `report` (targets and the table), `run` (the orchestrator).
+"""

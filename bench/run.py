@@ -1,0 +1,265 @@
+"""Run the bench: `python -m bench [--quick] [--server lean|demo] [--only ...] [--results-dir DIR]`.
+
+Starts the loopback API and token server in its own process, runs each scenario in fresh interpreters,
+prints one table and writes the results as JSON (`<results-dir>/run-<timestamp>.json`; a full run
+against the default results directory also replaces `bench/results/latest.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import imports, report, tokens
+from bench.common import ROOT, ScenarioConfig, fernet_key, run_scenario, scenario_env
+from bench.machine import describe
+from bench.servers import ServerProcess
+
+RESULTS = ROOT / "bench" / "results"
+SCENARIOS = ("per_request", "token_requests", "get_token", "imports", "deferrable")
+SERVERS = {
+    "lean": "bench/servers.py, asyncio, one thread",
+    "demo": "airflow_custom_token.demo, ThreadingHTTPServer",
+}
+
+
+@dataclass(frozen=True)
+class Parameters:
+    n: int
+    rounds: int
+    warmup: int
+    processes: int
+    threads: int
+    duration: float
+    lifetime: float
+    margin: float
+    default_margin_row: bool
+    batches: int
+    batch: int
+    host_calls: int
+    first_calls: int
+    import_runs: int
+    import_modules: tuple[str, ...]
+    context_modules: tuple[str, ...]  # measured too, with fewer runs: not targets
+    context_runs: int
+    triggers: int
+    ready_after: float
+    poke_interval: float
+    preimport_rows: bool
+
+
+FULL = Parameters(
+    n=2000,
+    rounds=3,
+    warmup=200,
+    processes=4,
+    threads=4,
+    duration=10.0,
+    lifetime=2.0,
+    margin=0.2,
+    default_margin_row=True,
+    batches=200,
+    batch=100,
+    host_calls=500,
+    first_calls=3,
+    import_runs=10,
+    import_modules=(report.OPERATORS, report.SENSORS),
+    context_modules=("airflow_custom_token.triggers.http",),
+    context_runs=3,
+    triggers=200,
+    ready_after=3.0,
+    poke_interval=0.5,
+    preimport_rows=True,
+)
+QUICK = Parameters(
+    n=30,
+    rounds=1,
+    warmup=3,
+    processes=2,
+    threads=2,
+    duration=2.0,
+    lifetime=1.0,
+    margin=0.1,
+    default_margin_row=False,
+    batches=10,
+    batch=10,
+    host_calls=10,
+    first_calls=1,
+    import_runs=1,
+    import_modules=(report.OPERATORS, report.SENSORS),
+    context_modules=(),
+    context_runs=0,
+    triggers=10,
+    ready_after=1.0,
+    poke_interval=0.2,
+    preimport_rows=False,
+)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One run: a server, a work directory, and the scenarios' results."""
+
+    def __init__(self, server: ServerProcess, workdir: Path, params: Parameters, quick: bool) -> None:
+        self.server = server
+        self.workdir = workdir
+        self.params = params
+        self.quick = quick
+        self.key = fernet_key()
+        self._count = 0
+
+    def env(self, name: str, **extra: str) -> dict[str, str]:
+        """A scenario's environment, with its own (empty) host cache directory."""
+        return scenario_env(self.workdir, self.server.url, self.workdir / f"cache-{name}", self.key, **extra)
+
+    def config(self, name: str, **options: Any) -> ScenarioConfig:
+        self._count += 1
+        path = self.workdir / f"{self._count:02d}-{name}.json"
+        return ScenarioConfig(self.server.url, self.server.kind, self.quick, str(path), options)
+
+    # -- scenarios ----------------------------------------------------------------------------------
+    def per_request(self) -> dict[str, Any]:
+        p = self.params
+        say(f"per-request cost: every client, {p.rounds} rounds x {p.n} requests")
+        options = {"n": p.n, "rounds": p.rounds, "warmup": p.warmup}
+        result: dict[str, Any] = run_scenario(
+            "bench.clients", self.config("clients", **options), self.env("clients")
+        )
+        if self.server.kind == "lean":  # the lean server counts requests sent to it as a proxy
+            say("per-request cost: proxy check (HTTP_PROXY pointing at the bench server)")
+            env = self.env("proxy", http_proxy=self.server.url)
+            config = self.config("proxy", proxy_check=True, token=self.server.token())
+            result["proxy_check"] = run_scenario("bench.clients", config, env)
+        return result
+
+    def token_requests(self) -> list[dict[str, Any]]:
+        p = self.params
+        margins: list[float | None] = [p.margin, None] if p.default_margin_row else [p.margin]
+        rows = []
+        say(f"token requests: starting {p.processes} processes x {p.threads} threads")
+        with tokens.LoadProcesses(self.server, self.env("tokens"), p.processes, p.threads) as load:
+            for number, margin in enumerate(margins):
+                label = "default" if margin is None else f"{margin:g} s"
+                say(f"token requests: {p.duration:g} s of hook.run(), refresh margin {label}")
+                cache_dir = self.workdir / f"cache-tokens-{number}"
+                row = load.run(duration=p.duration, lifetime=p.lifetime, margin=margin, cache_dir=cache_dir)
+                row["is_target"] = margin is not None
+                rows.append(row)
+        self.server.set_lifetime(3600)
+        return rows
+
+    def get_token(self) -> dict[str, Any]:
+        p = self.params
+        say("get_token(): warm process cache, warm host cache")
+        env = self.env("get-token")
+        options = {"batches": p.batches, "batch": p.batch, "host_calls": p.host_calls}
+        result: dict[str, Any] = run_scenario("bench.get_token", self.config("get-token", **options), env)
+        for key, preimport in (("first_call", False), ("first_call_requests_imported", True)):
+            say(
+                f"get_token(): first call in {p.first_calls} new processes, requests preimported: {preimport}"
+            )
+            runs = [
+                run_scenario(
+                    "bench.get_token",
+                    self.config("first-call", first_call=True, preimport_requests=preimport),
+                    env,
+                )
+                for _ in range(p.first_calls)
+            ]
+            runs.sort(key=lambda r: r["first_us"])
+            result[key] = {**runs[len(runs) // 2], "runs_us": [r["first_us"] for r in runs]}
+        return result
+
+    def imports(self) -> list[dict[str, Any]]:
+        p = self.params
+        say(f"import time: {len(p.import_modules)} modules x {p.import_runs} fresh interpreters")
+        env = self.env("imports")
+        rows = imports.run_all(list(p.import_modules), env, p.import_runs)
+        if p.context_modules:
+            say(f"import time: {len(p.context_modules)} more modules x {p.context_runs} fresh interpreters")
+            rows += imports.run_all(list(p.context_modules), env, p.context_runs)
+        return rows
+
+    def deferrable(self) -> list[dict[str, Any]]:
+        p = self.params
+        rows: list[dict[str, Any]] = []
+        for preimport in ([], ["aiohttp"]) if p.preimport_rows else ([],):
+            say(f"deferrable: {p.triggers} triggers in one event loop, preimported: {preimport or 'nothing'}")
+            options = {
+                "triggers": p.triggers,
+                "ready_after": p.ready_after,
+                "poke_interval": p.poke_interval,
+                "preimport": preimport,
+            }
+            row: dict[str, Any] = run_scenario(
+                "bench.deferrable", self.config("deferrable", **options), self.env(f"deferrable-{len(rows)}")
+            )
+            row["is_target"] = not preimport
+            rows.append(row)
+        return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny N everywhere: proves the bench works")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="lean", help="API server (default lean)")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the temporary work directory")
+    args = parser.parse_args(argv)
+
+    params = QUICK if args.quick else FULL
+    wanted = args.only or list(SCENARIOS)
+    started = time.monotonic()
+    stamp = datetime.datetime.now(datetime.UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="airflow-custom-token-bench-"))
+    results: dict[str, Any] = {
+        "schema": 1,
+        "timestamp": stamp.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": describe(),
+        "parameters": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()},
+        "server": {"kind": args.server, "description": SERVERS[args.server]},
+    }
+    try:
+        with ServerProcess(args.server) as server:
+            say(f"{args.server} server on {server.url}; work directory {workdir}")
+            bench = Bench(server, workdir, params, args.quick)
+            steps: dict[str, Callable[[], Any]] = {
+                "per_request": bench.per_request,
+                "token_requests": bench.token_requests,
+                "get_token": bench.get_token,
+                "imports": bench.imports,
+                "deferrable": bench.deferrable,
+            }
+            for name in SCENARIOS:
+                if name in wanted:
+                    results[name] = steps[name]()
+    finally:
+        if not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["targets"] = report.evaluate(results)
+
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    kind = "quick" if args.quick else "full"
+    path = args.results_dir / f"run-{stamp.strftime('%Y%m%dT%H%M%SZ')}-{kind}.json"
+    text = json.dumps(results, indent=2) + "\n"
+    path.write_text(text)
+    if not args.quick and args.results_dir.resolve() == RESULTS.resolve() and wanted == list(SCENARIOS):
+        (RESULTS / "latest.json").write_text(text)
+    print(report.render(results))
+    print(f"\n{len(wanted)} scenarios in {results['duration_s']:.0f} s; results: {path}")
+    return 0
