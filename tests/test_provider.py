@@ -9,10 +9,10 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import airflow
 import jsonschema
 import pytest
 
-import airflow
 from airflow_custom_token.get_provider_info import get_provider_info
 
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")

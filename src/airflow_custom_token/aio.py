@@ -56,8 +56,8 @@ class AsyncCustomTokenClient:
     def __repr__(self) -> str:
         return f"<AsyncCustomTokenClient {self.account.describe()}>"
 
-    async def _send(self, request: HttpRequest, allow_redirects: bool = True) -> HttpResponse:
-        """Carry one request over the wire (used for token requests too)."""
+    async def _send(self, request: HttpRequest, allow_redirects: bool = False) -> HttpResponse:
+        """Carry one request over the wire (used for token requests too, which never follow redirects)."""
         import aiohttp
 
         kwargs: dict[str, Any] = {"params": list(request.params) or None, "headers": dict(request.headers)}
@@ -110,9 +110,13 @@ class AsyncCustomTokenClient:
         retried = False
         while True:
             token = await self.source.aget(self._send)
-            response = await self._follow(method, url, token.value, params, headers, data, json, timeout)
+            response, final_url = await self._follow(
+                method, url, token.value, params, headers, data, json, timeout
+            )
             if response.status not in self.account.refresh_on or retried:
                 return response
+            if not self.account.is_allowed(final_url):
+                return response  # another origin was sent no token: its 401 says nothing about ours
             await self.source.adiscard(token)
             retried = True
 
@@ -126,8 +130,8 @@ class AsyncCustomTokenClient:
         data: Any,
         json: Any,
         timeout: float | None,
-    ) -> HttpResponse:
-        """Send, following redirects; credentials go only to allowed origins."""
+    ) -> tuple[HttpResponse, str]:
+        """Send, following redirects; credentials go only to allowed origins. Returns the final URL too."""
         for _ in range(MAX_REDIRECTS + 1):
             extra_headers: list[tuple[str, str]] = []
             extra_query: list[tuple[str, str]] = []
@@ -151,8 +155,10 @@ class AsyncCustomTokenClient:
                 raise RequestError(str(exc).removeprefix("Token request failed: ")) from None
             location = response.headers.get("location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
-                return response
+                return response, url
             url, params = urljoin(url, location), None
+            if not self.account.is_allowed(url):  # a Location that repeats our query must not carry it on
+                url = self.account.without_added_params(url)
             if response.status == 303 or (response.status in (301, 302) and method.upper() == "POST"):
                 method, data, json = "GET", None, None
         raise RequestError(

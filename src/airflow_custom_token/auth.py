@@ -26,8 +26,8 @@ NOT_RESENT = (
 )
 
 
-def send_with_requests(session: requests.Session) -> Any:
-    """A `send` for `TokenSource`: carries a token request over `session`."""
+def send_with_requests(session: requests.Session, secrets: tuple[str, ...] = ()) -> Any:
+    """A `send` for `TokenSource`: carries a token request over `session` (never following a redirect)."""
 
     def send(request: HttpRequest) -> HttpResponse:
         try:
@@ -40,10 +40,10 @@ def send_with_requests(session: requests.Session) -> Any:
                 json=request.json,
                 timeout=request.timeout,
                 verify=request.verify,
-                allow_redirects=True,
+                allow_redirects=False,  # the request carries the client's credentials
             )
         except requests.RequestException as exc:
-            raise transport_error(request, exc, ()) from None
+            raise transport_error(request, exc, secrets) from None
         return HttpResponse(
             status=response.status_code,
             headers={k.lower(): v for k, v in response.headers.items()},
@@ -102,7 +102,7 @@ class CustomTokenAuth(AuthBase):
         if self._send is None:
             if self._token_session is None:
                 self._token_session = requests.Session()
-            self._send = send_with_requests(self._token_session)
+            self._send = send_with_requests(self._token_session, self.account.secrets)
         response: HttpResponse = self._send(request)
         return response
 
@@ -182,7 +182,7 @@ class CustomTokenAuth(AuthBase):
             return
         for request in {id(r): r for r in (response.request, original) if r is not None}.values():
             self._strip(request)  # requests copies the original request for the redirect
-        response.headers["location"] = _without_params(target, self.account.added_names[1])
+        response.headers["location"] = self.account.without_added_params(target)
 
 
 def _with_params(url: str, pairs: list[tuple[str, str]]) -> str:
@@ -190,12 +190,6 @@ def _with_params(url: str, pairs: list[tuple[str, str]]) -> str:
     names = {n for n, _ in pairs}
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
     return urlunsplit(parts._replace(query=urlencode([*kept, *pairs])))
-
-
-def _without_params(url: str, names: set[str]) -> str:
-    parts = urlsplit(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
-    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 def authenticated_session(auth: CustomTokenAuth) -> requests.Session:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from airflow_custom_token.errors import TokenRequestError, TokenResponseError
 from airflow_custom_token.spec import ConnectedAccount, HttpRequest
@@ -74,19 +76,19 @@ class Token:
 def masked_url(url: str, secrets: tuple[str, ...] = ()) -> str:
     """The URL with query values masked when they are secret (or any secret appears in them)."""
     parts = urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = [
-        (k, "***" if any(s and s in v for s in secrets) or _secret_name(k) else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
+    if parts.query:
+        pairs = [
+            (k, "***" if any(s and s in v for s in secrets) or _secret_name(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        url = urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
+    return redact_text(url, secrets) if secrets else url  # a secret may stand in the path too
 
 
 def _secret_name(name: str) -> bool:
-    from airflow_custom_token.spec import SECRET_NAME
+    from airflow_custom_token.spec import is_secret_name
 
-    return bool(SECRET_NAME.search(name))
+    return is_secret_name(name)
 
 
 def redact_text(text: str, secrets: tuple[str, ...] | list[str]) -> str:
@@ -114,8 +116,9 @@ def _json(response: HttpResponse, account: ConnectedAccount, location: str) -> A
         ctype = response.headers.get("content-type", "no content type")
         raise TokenResponseError(
             f"Token location {location!r} is a JSON path, but the token endpoint "
-            f"{masked_url(account.token_request.url)} answered {ctype} that is not JSON "
-            f"(starts with: {excerpt(response.body, account.secrets, 60)!r})"
+            f"{masked_url(account.token_request.url, account.secrets)} answered {ctype} that is not JSON "
+            f"({len(response.body)} bytes, not quoted: a successful answer may hold the token itself; "
+            "if the whole answer is the token, set access_response_path to 'text')"
         ) from None
 
 
@@ -210,6 +213,11 @@ def _expiry(value: Any, now: float, location: str) -> float:
             f"The expiry location {location!r} (access_expiry_path) holds {_shape(value)}, "
             "expected a number of seconds, an epoch time or an ISO-8601 date-time"
         )
+    if not math.isfinite(number):
+        raise TokenResponseError(
+            f"The expiry location {location!r} (access_expiry_path) holds {number}, "
+            "expected a finite number of seconds, an epoch time or an ISO-8601 date-time"
+        )
     return number if number >= EPOCH_THRESHOLD else now + number
 
 
@@ -246,10 +254,20 @@ def read_token(account: ConnectedAccount, response: HttpResponse, now: float | N
 
 def check_status(account: ConnectedAccount, response: HttpResponse) -> None:
     """Raise `TokenRequestError` for an error status; retryable for 408/425/429/5xx."""
+    request = account.token_request
+    if 300 <= response.status < 400:
+        location = response.headers.get("location", "")
+        target = urlsplit(urljoin(request.url, location)) if location else None
+        where = f"{target.scheme}://{target.hostname}" if target and target.hostname else "another URL"
+        raise TokenRequestError(
+            f"Token request failed: {request.method} {masked_url(request.url, account.secrets)} answered "
+            f"{response.status} (a redirect to {where}); token requests carry the client's credentials "
+            "and do not follow redirects: set access_endpoint to the final URL",
+            status=response.status,
+        )
     if response.status < 400:
         return
     retryable = response.status in RETRYABLE_STATUSES or response.status >= 500
-    request = account.token_request
     ctype = response.headers.get("content-type", "")
     body = excerpt(response.body, account.secrets)
     if "html" in ctype:
@@ -281,7 +299,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def transport_error(request: HttpRequest, exc: BaseException, secrets: tuple[str, ...]) -> TokenRequestError:
     """A retryable error for a token request that got no answer (connection error, timeout)."""
     kind = "timed out" if "timeout" in type(exc).__name__.lower() else "could not connect"
-    detail = redact_text(str(exc), secrets)[:200]
+    # urllib3 quotes the URL it could not reach, query included: a GET token request's credentials.
+    detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_text(str(exc), secrets))[:200]
     return TokenRequestError(
         f"Token request failed: {request.method} {masked_url(request.url, secrets)} {kind} "
         f"({type(exc).__name__}: {detail})",

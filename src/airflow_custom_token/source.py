@@ -40,6 +40,7 @@ class TokenSource:
         self._fernet = fernet
         self._store: HostStore | None = None
         self._store_resolved = False
+        self._registered: str | None = None  # the token whose secrets this source last registered
         request = account.token_request
         if request.timeout is None:
             request = dataclasses.replace(request, timeout=settings.token_request_timeout)
@@ -65,7 +66,9 @@ class TokenSource:
         token = self.cache.peek(self.key, self.margin)
         if token is None:
             token = self.cache.get(self.key, lambda: self._fetch(send), self.margin, self.store)
+        if token.value != self._registered:  # another source (same key, other template) may have fetched it
             redaction.register(*self.secrets(token))
+            self._registered = token.value
         return token
 
     def _fetch(self, send: Send) -> Token:
@@ -86,7 +89,9 @@ class TokenSource:
         token = self.cache.peek(self.key, self.margin)
         if token is None:
             token = await self.cache.aget(self.key, lambda: self._afetch(send), self.margin, self.store)
+        if token.value != self._registered:
             await redaction.aregister(*self.secrets(token))
+            self._registered = token.value
         return token
 
     async def _afetch(self, send: AsyncSend) -> Token:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow_custom_token import templating
 from airflow_custom_token.errors import ConfigurationError, PlaceholderError
@@ -79,6 +79,14 @@ REQUIRED = (
 BUILT_INS = ("login", "password", "redirectUri")
 # Integration parameters whose name says they are secret: masked and redacted like the token.
 SECRET_NAME = re.compile(r"secret|password|passwd|pwd|token|key|credential|auth|private|sign", re.IGNORECASE)
+# ... unless the name says it is about the secret rather than the secret (`token_type: bearer` must not
+# make Airflow's masker hide the word "bearer" everywhere).
+NOT_SECRET_NAME = re.compile(r"(type|kind|scheme|method|name|url|uri|endpoint|path|id)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Does a parameter's name mark its value as secret?"""
+    return bool(SECRET_NAME.search(name)) and not NOT_SECRET_NAME.search(name)
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,13 @@ class HttpRequest:
     timeout: float | None = None
     verify: bool = True
     content: bytes | str | None = None  # a raw body (API requests only)
+    redact: tuple[str, ...] = field(default=(), repr=False, compare=False)  # secrets the URL may hold
 
-    def __repr__(self) -> str:  # parameters, headers and bodies may hold secrets
-        return f"<HttpRequest {self.method} {urlsplit(self.url)._replace(query='').geturl()}>"
+    def __repr__(self) -> str:  # parameters, headers and bodies may hold secrets; the path may too
+        from airflow_custom_token.redaction import redact_string
+
+        url = urlsplit(self.url)._replace(query="").geturl()
+        return f"<HttpRequest {self.method} {redact_string(url, self.redact)}>"
 
     def fingerprint(self) -> str:
         """Digest of everything that identifies this request (and so the token it returns)."""
@@ -212,6 +224,15 @@ class ConnectedAccount:
         query = {n for n, _ in self.request_query}
         (headers if self.inject_as == "header" else query).add(self.inject_name)
         return headers, query
+
+    def without_added_params(self, url: str) -> str:
+        """`url` without the query parameters `credentials` adds (for a redirect off the origin)."""
+        names = self.added_names[1]
+        parts = urlsplit(url)
+        if not names or not parts.query:
+            return url
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+        return urlunsplit(parts._replace(query=urlencode(kept)))
 
     def is_allowed(self, url: str) -> bool:
         """May a request to `url` carry the token and the request parameters?"""
@@ -540,9 +561,32 @@ def build_account(
         entry = entry.strip()
         if "://" in entry:
             allowed.add(_origin(entry))
-        else:
+        elif templating.HOST_NAME.fullmatch(entry):
             allowed.add(("https", entry.lower(), 443))
+        else:
+            problems.append(
+                f"allowed_hosts: expected a host name (meaning https) or an origin like https://host:port, "
+                f"found {entry!r}"
+            )
 
+    if test_endpoint and base_url and not templating.missing_placeholders(test_endpoint, values):
+        test_url = render("test_endpoint", templating.render_url, test_endpoint) or ""
+        if "://" in test_url and _origin(test_url) not in allowed:
+            scheme, host, port = _origin(test_url)
+            problems.append(
+                f"test_endpoint: expected a path or a URL on the origin of host ({base_url}) or of "
+                f"allowed_hosts; found a URL on {scheme}://{host}:{port}, which would receive the token"
+            )
+
+    # Values that must be text: checked now, so that they are listed with every other problem.
+    headers: tuple[tuple[str, str], ...] = ()
+    if access_headers is not None:
+        headers = tuple(_str_map("access_headers", access_headers, problems).items())
+    flat_params: tuple[tuple[str, str], ...] = ()
+    if access_params is not None and not (verb != "GET" and body == "json"):
+        flat_params = tuple(_str_map("access_parameters", access_params, problems).items())
+    header_map = {} if req_headers is None else _str_map("request_parameters.header", req_headers, problems)
+    query_map = {} if req_query is None else _str_map("request_parameters.url", req_query, problems)
     if problems:
         raise ConfigurationError(conn_id, problems)
 
@@ -550,20 +594,15 @@ def build_account(
     form: tuple[tuple[str, str], ...] | None = None
     json_body: Any = None
     query: tuple[tuple[str, str], ...] = ()
-    headers = tuple(_str_map("access_headers", access_headers, problems).items())
     if verb == "GET":
-        query = tuple(_str_map("access_parameters", access_params, problems).items())
+        query = flat_params
     elif body == "json":
         json_body = access_params
     else:
-        form = tuple(_str_map("access_parameters", access_params, problems).items())
-    header_map = _str_map("request_parameters.header", req_headers, problems)
-    query_map = _str_map("request_parameters.url", req_query, problems)
-    if problems:
-        raise ConfigurationError(conn_id, problems)
+        form = flat_params
 
     secrets = [values["password"]] if values.get("password") else []
-    secrets += [v for k, v in values.items() if SECRET_NAME.search(k) and k != "redirectUri" and v]
+    secrets += [v for k, v in values.items() if is_secret_name(k) and k != "redirectUri" and v]
     return ConnectedAccount(
         conn_id=conn_id,
         integration_name=fields.get("integration_name") or conn_id,
@@ -578,6 +617,7 @@ def build_account(
             json=json_body,
             timeout=timeout,
             verify=bool(get("verify")),
+            redact=tuple(s for s in secrets if s),
         ),
         response_path=response_path,
         expiry_path=str(get("access_expiry_path")),

@@ -66,7 +66,7 @@ def render_url(template: str, values: Mapping[str, str], field: str) -> str:
         out.append(template[last : match.start()])
         value = _lookup(match.group(1), values, field)
         if match.start() < authority_end:
-            if not HOST_NAME.match(value) or ".." in value:
+            if not HOST_NAME.fullmatch(value) or ".." in value:
                 raise PlaceholderError(
                     field,
                     f"placeholder {{{match.group(1)}}} stands in the host, so its value must be a host name "
@@ -74,7 +74,14 @@ def render_url(template: str, values: Mapping[str, str], field: str) -> str:
                 )
             out.append(value)
         else:
-            out.append(quote(value, safe=""))
+            try:
+                out.append(quote(value, safe=""))
+            except UnicodeEncodeError:
+                raise PlaceholderError(
+                    field,
+                    f"placeholder {{{match.group(1)}}} has a value that is not valid Unicode text "
+                    "(a lone surrogate such as \\udc80)",
+                ) from None
         last = match.end()
     out.append(template[last:])
     return "".join(out)

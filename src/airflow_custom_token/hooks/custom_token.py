@@ -190,7 +190,7 @@ class CustomTokenHook(BaseHook):
 
             from airflow_custom_token.auth import send_with_requests
 
-            send = send_with_requests(requests.Session())
+            send = send_with_requests(requests.Session(), account.secrets)
             token = read_token(account, send(self.source.request), time.time())
             secrets += [token.value, account.injection_value(token.value)]
             redaction.register(token.value, account.injection_value(token.value))

@@ -1,0 +1,196 @@
+"""Properties of `{placeholder}` resolution (hypothesis): our errors only, fixed hosts, idempotence."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from urllib3.util import parse_url
+
+from airflow_custom_token import templating
+from airflow_custom_token.errors import CustomTokenError, PlaceholderError
+from airflow_custom_token.spec import RawConnection, build_account
+
+pytestmark = pytest.mark.timeout(120)
+
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+NAMES = st.sampled_from(["a", "b", "tenant", "id", "x_1", "password", "missing"])
+# Characters that matter in URLs and templates, mixed with ordinary text.
+HOSTILE = "/?#@:;\\.%&=+ {}[]\r\n\t\x00'\"<>"
+hostile_text = st.text(alphabet=st.sampled_from(HOSTILE) | st.characters(codec="utf-8"), max_size=20)
+values_st = st.dictionaries(NAMES.filter(lambda n: n != "missing"), hostile_text, max_size=6)
+placeholder = NAMES.map(lambda n: "{" + n + "}")
+template_st = st.lists(placeholder | hostile_text, max_size=8).map("".join)
+
+
+def json_like(leaf: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaf | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(template_st, inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+def only_our_errors(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except CustomTokenError:
+        return None
+
+
+# -- nothing but the package's errors ---------------------------------------------------------------------
+
+
+@SETTINGS
+@given(template_st, values_st)
+def test_render_text_raises_only_package_errors(template: str, values: dict[str, str]) -> None:
+    result = only_our_errors(templating.render_text, template, values, "field")
+    assert result is None or isinstance(result, str)
+
+
+@SETTINGS
+@given(st.sampled_from(["", "https://", "http://h", "https://{a}", "/"]), template_st, values_st)
+def test_render_url_raises_only_package_errors(prefix: str, template: str, values: dict[str, str]) -> None:
+    result = only_our_errors(templating.render_url, prefix + template, values, "field")
+    assert result is None or isinstance(result, str)
+
+
+@SETTINGS
+@given(json_like(template_st), values_st)
+def test_render_object_raises_only_package_errors(obj: Any, values: dict[str, str]) -> None:
+    only_our_errors(templating.render_object, obj, values, "field")
+
+
+def test_a_value_that_is_not_valid_unicode_text_gives_a_placeholder_error() -> None:
+    """JSON may carry a lone surrogate ("\\udc80"); in a URL path it cannot be encoded."""
+    with pytest.raises(PlaceholderError):
+        templating.render_url("/items/{id}", {"id": "\udc80"}, "endpoint")
+
+
+# -- values cannot move the host --------------------------------------------------------------------------
+
+ORIGIN = "https://api.example.com:8443"
+literal = st.text(alphabet=string.ascii_letters + string.digits + "-_./", max_size=6)
+path_template = st.lists(literal | st.sampled_from(["{a}", "{b}", "{id}"]), min_size=1, max_size=6).map(
+    "".join
+)
+url_values = st.fixed_dictionaries(
+    {
+        "a": hostile_text,
+        "b": hostile_text,
+        "id": st.sampled_from(["//evil.example", "@evil.example", "..", ":80"]),
+    }
+)
+
+
+def hosts(url: str) -> tuple[Any, ...]:
+    """The host and port as the stdlib and as urllib3 (what requests sends with) read them."""
+    parts, parsed = urlsplit(url), parse_url(url)
+    return parts.hostname, parts.port, parsed.host, parsed.port
+
+
+@SETTINGS
+@given(path_template, st.sampled_from(["/", "/v1/", "/v1?x=", "/v1#"]), url_values)
+@example("{a}", "/", {"a": "@evil.example", "b": "", "id": ".."})
+@example("{a}", "/v1?x=", {"a": "1#@evil.example:80/", "b": "", "id": ".."})
+def test_values_cannot_change_the_host_of_an_absolute_url(
+    template: str, joint: str, values: dict[str, str]
+) -> None:
+    url = only_our_errors(templating.render_url, ORIGIN + joint + template, values, "endpoint")
+    assert url is not None  # nothing in the path, query or fragment is refused
+    assert hosts(url) == ("api.example.com", 8443, "api.example.com", 8443)
+
+
+ACCOUNT = build_account(
+    [
+        RawConnection(
+            "props",
+            "custom_token",
+            host=ORIGIN + "/base",
+            extra={
+                "integration_key": "props",
+                "access_endpoint": "/token",
+                "access_verb": "POST",
+                "inject_as": "header",
+                "inject_name": "X-Api-Key",
+                "inject_template": "{token}",
+            },
+        )
+    ]
+)
+
+
+@SETTINGS
+@given(path_template, url_values)
+@example("{a}", {"a": "//evil.example/", "b": "", "id": ".."})
+@example("{a}{b}", {"a": "https:", "b": "//evil.example", "id": ".."})
+def test_values_cannot_move_a_relative_endpoint_off_the_origin(template: str, values: dict[str, str]) -> None:
+    url = only_our_errors(ACCOUNT.request_url, template, values)
+    assert url is not None
+    assert ACCOUNT.is_allowed(url)
+    assert hosts(url) == ("api.example.com", 8443, "api.example.com", 8443)
+
+
+host_values = st.text(alphabet="ab0-._:/?#@\\%\r\t ", max_size=8) | st.sampled_from(["a:1", "a@b", "a/b"])
+
+
+def test_a_host_placeholder_value_with_a_trailing_line_break_is_refused() -> None:
+    """`HOST_NAME` ends in `$`, which also matches before a final newline."""
+    with pytest.raises(PlaceholderError):
+        templating.render_url("https://{sub}.example.com/", {"sub": "acme\n"}, "host")
+
+
+@SETTINGS
+@given(host_values, hostile_text)
+@example("a.b", "/")
+def test_a_host_placeholder_takes_host_names_only(sub: str, rest: str) -> None:
+    template = "https://{sub}.example.com/{rest}"
+    url = only_our_errors(templating.render_url, template, {"sub": sub, "rest": rest}, "host")
+    if url is None:
+        return
+    assert templating.HOST_NAME.fullmatch(sub) and ".." not in sub
+    host = f"{sub}.example.com".lower()
+    assert hosts(url) == (host, None, host, None)
+    assert not any(c in url for c in "\r\n\t\x00 ")
+
+
+# -- idempotence --------------------------------------------------------------------------------------------
+
+no_placeholder_text = template_st.filter(lambda t: not templating.placeholders(t))
+
+
+@SETTINGS
+@given(no_placeholder_text, values_st)
+def test_text_without_placeholders_comes_back_unchanged(text: str, values: dict[str, str]) -> None:
+    assert templating.render_text(text, values, "f") == text
+    assert templating.render_url(text, values, "f") == text
+    assert templating.render_object({text: [text, 1, None]}, values, "f") == {text: [text, 1, None]}
+
+
+plain_values = st.dictionaries(
+    NAMES.filter(lambda n: n != "missing"), st.text(alphabet=string.printable.replace("{", ""), max_size=12)
+)
+
+
+@SETTINGS
+@given(template_st, plain_values)
+def test_rendering_twice_changes_nothing_more(template: str, values: dict[str, str]) -> None:
+    """Once resolved (with values that hold no placeholders), text is a fixed point."""
+    once = only_our_errors(templating.render_text, template, values, "f")
+    if once is not None:
+        assert templating.render_text(once, values, "f") == once
+
+
+@SETTINGS
+@given(template_st, values_st)
+def test_unresolvable_placeholders_are_named(template: str, values: dict[str, str]) -> None:
+    missing = templating.missing_placeholders(template, values)
+    if missing:
+        with pytest.raises(PlaceholderError, match=missing[0]):
+            templating.render_text(template, values, "f")
