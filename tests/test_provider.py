@@ -75,3 +75,40 @@ def test_form_defaults_match_the_connection_contract():
         k: f["schema"]["default"] for k, f in conn_type["conn-fields"].items() if "default" in f["schema"]
     }
     assert shown == dict(FORM_DEFAULTS)
+
+
+@pytest.mark.airflow_cli
+def test_airflow_connections_test_runs_the_hook(tmp_path, demo):
+    """`airflow connections test` runs the hook: success after a real token request, or the failing step."""
+    from tests.conftest import demo_extra
+
+    def run(password: str) -> subprocess.CompletedProcess[str]:
+        conn = {
+            "conn_type": "custom_token",
+            "host": demo.url,
+            "login": "dev",
+            "password": password,
+            "extra": demo_extra(demo, test_endpoint="/api/v1/whoami"),
+        }
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(tmp_path),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW_CONN_ACME_CLI": json.dumps(conn),
+        }
+        return subprocess.run(
+            [str(AIRFLOW_BIN), "connections", "test", "acme_cli"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    ok = run("dev-secret")
+    assert ok.returncode == 0 and "Connection success!" in ok.stdout, ok.stdout + ok.stderr
+    assert [r["path"] for r in demo.api_log] == ["/api/v1/whoami"]  # the hook got a token and used it
+    assert demo.stats()["authenticated"] == 1
+    failed = run("wrong-secret")
+    assert "Token request failed" in failed.stdout and "401" in failed.stdout, failed.stdout + failed.stderr
+    assert "wrong-secret" not in failed.stdout + failed.stderr
+    assert "tok_" not in ok.stdout + ok.stderr + failed.stdout + failed.stderr

@@ -291,31 +291,13 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
     def __init__(
         self,
         custom_token_conn_id: str,
-        endpoint: str | None = None,
-        method: str = "GET",
-        query_params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, Any] | None = None,
-        data: Any = None,
-        json: Any = None,
-        integration_parameters: Mapping[str, Any] | None = None,
-        extra_options: Mapping[str, Any] | None = None,
-        carry: Mapping[str, Any] | None = None,
+        *,
         poke_interval: float = 60.0,
         not_yet_codes: list[int] | tuple[int, ...] = (404,),
         first_poke_delay: float = 0.0,
+        **request: Any,
     ) -> None:
-        super().__init__(
-            custom_token_conn_id,
-            endpoint,
-            method,
-            query_params,
-            headers,
-            data,
-            json,
-            integration_parameters,
-            extra_options,
-            carry,
-        )
+        super().__init__(custom_token_conn_id, **request)
         self.poke_interval = float(poke_interval)
         self.not_yet_codes = [int(code) for code in not_yet_codes]
         self.first_poke_delay = float(first_poke_delay)
