@@ -37,3 +37,23 @@ def test_quick_start_commands_exist():
     for script in ("scripts/demo", "scripts/test", "scripts/bench", ".ci/run"):
         assert script in README, script
         assert (root / script).stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_the_worked_example_connections_resolve(monkeypatch):
+    """The README's AIRFLOW_CONN_* examples are valid: the accounts resolve against the integration."""
+    import json
+    import re
+
+    from airflow_custom_token.hooks.custom_token import CustomTokenHook
+
+    exports = re.findall(r"export (AIRFLOW_CONN_\w+)='(.*?)'", README, flags=re.S)
+    assert len(exports) >= 3
+    for name, body in exports:
+        json.loads(body)
+        monkeypatch.setenv(name, body)
+    account = CustomTokenHook("acme_dev").account  # builds and validates, sends nothing
+    assert account.token_request.url == "https://dev.acme.example/oauth2/v1/token"
+    assert account.base_url == "https://dev.acme.example/api"
+    assert dict(account.request_query) == {"tenant": "t1"}
+    assert dict(account.token_request.form or ())["client_id"] == "dev-client"
+    assert account.request_url("/v1/orders") == "https://dev.acme.example/api/v1/orders"
