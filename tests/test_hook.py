@@ -397,3 +397,22 @@ def test_form_defaults_saved_by_an_account_do_not_override_its_integration(demo,
     assert hook.run("/api/v1/whoami").json()["account"] == "dev"
     assert demo.token_log[0]["method"] == "GET"
     assert demo.api_log[-1]["query"]["key"] == hook.get_token()
+
+
+def test_proxy_variables_are_honoured_per_origin(demo, make_conn, monkeypatch):
+    """HTTP_PROXY / NO_PROXY are read once per origin: the base URL bypasses, an allowed host does not."""
+    port = demo.url.rsplit(":", 1)[1]
+    make_conn(
+        "acme",
+        host=demo.url,
+        login="dev",
+        password="dev-secret",
+        extra=demo_extra(demo, allowed_hosts=[f"http://localhost:{port}"]),
+    )
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    hook = CustomTokenHook("acme")
+    assert hook.run("/api/v1/whoami").status_code == 200  # 127.0.0.1 is in NO_PROXY
+    with pytest.raises(RequestError, match=r"ProxyError|ConnectionError"):
+        hook.run(f"http://localhost:{port}/api/v1/whoami")  # localhost is not: it goes to the proxy
+    assert demo.stats()["api_requests"] == 1

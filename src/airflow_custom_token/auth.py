@@ -192,23 +192,46 @@ def _with_params(url: str, pairs: list[tuple[str, str]]) -> str:
     return urlunsplit(parts._replace(query=urlencode([*kept, *pairs])))
 
 
-def authenticated_session(auth: CustomTokenAuth) -> requests.Session:
-    """A session for the account's base URL: our auth, and the environment read once, not per request.
+class AccountSession(requests.Session):
+    """A session for one connected account, reading the environment once per origin, not per request.
 
-    A default `requests.Session` re-reads proxy variables and `.netrc` on every request. Here proxies
-    (honouring NO_PROXY) and `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` are resolved once for the base URL;
-    `.netrc` never applies, since the session's auth is the token.
+    A default `requests.Session` re-reads proxy variables and `.netrc` on every request. Here the
+    proxies of an origin (honouring NO_PROXY) are resolved the first time a request goes there, and
+    `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` once; `.netrc` never applies, since the session's auth is
+    the token.
     """
-    session = requests.Session()
-    session.auth = auth
-    account = auth.account
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(account.base_url))
-    session.verify = account.verify
-    if account.verify:
-        import os
 
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
+    def __init__(self, auth: CustomTokenAuth) -> None:
+        super().__init__()
+        self.auth = auth
+        self.trust_env = False
+        self._proxies_by_origin: dict[str, dict[str, str]] = {}
+        account = auth.account
+        self.verify = account.verify
+        if account.verify:
+            import os
+
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.verify = bundle
+
+    def __repr__(self) -> str:
+        return f"<AccountSession {self.auth!r}>"
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if not proxies and url:
+            text = url.decode() if isinstance(url, bytes) else url
+            scheme, _, rest = text.partition("://")
+            origin = f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+            found = self._proxies_by_origin.get(origin)
+            if found is None:
+                found = self._proxies_by_origin[origin] = requests.utils.get_environ_proxies(origin)
+            proxies = found
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+def authenticated_session(auth: CustomTokenAuth) -> requests.Session:
+    """A session that authenticates every request to the account's origin (see `AccountSession`)."""
+    return AccountSession(auth)
