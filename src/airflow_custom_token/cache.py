@@ -47,18 +47,21 @@ class HostStore:
 
     @contextlib.contextmanager
     def locked(self, key: str) -> Iterator[None]:
-        fd = os.open(self._path(key, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold the key's cross-process lock (`fcntl.flock` on `<key>.lock`)."""
+        fd = self.acquire(key)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            self.release(fd)
 
     def acquire(self, key: str) -> int:
         """Take the key's lock (blocking); returns the descriptor to pass to `release`."""
         fd = os.open(self._path(key, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     @staticmethod
