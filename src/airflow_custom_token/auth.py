@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import requests
 from requests.auth import AuthBase
@@ -178,18 +178,11 @@ class CustomTokenAuth(AuthBase):
         if self.account.is_allowed(target):
             token: Token | None = getattr(response.request, "_custom_token", None)
             if token is not None and self.account.added_names[1]:
-                response.headers["location"] = _with_params(target, self.account.credentials(token.value)[1])
+                response.headers["location"] = self.account.with_query_credentials(target, token.value)
             return
         for request in {id(r): r for r in (response.request, original) if r is not None}.values():
             self._strip(request)  # requests copies the original request for the redirect
         response.headers["location"] = self.account.without_added_params(target)
-
-
-def _with_params(url: str, pairs: list[tuple[str, str]]) -> str:
-    parts = urlsplit(url)
-    names = {n for n, _ in pairs}
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
-    return urlunsplit(parts._replace(query=urlencode([*kept, *pairs])))
 
 
 class AccountSession(requests.Session):

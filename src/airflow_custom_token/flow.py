@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from airflow_custom_token.errors import TokenRequestError, TokenResponseError
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest
+from airflow_custom_token.redaction import redact_string
+from airflow_custom_token.spec import ConnectedAccount, HttpRequest, is_secret_name
 
 EPOCH_THRESHOLD = 1e9  # an expiry of this many "seconds" or more is an absolute epoch time
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -78,30 +79,17 @@ def masked_url(url: str, secrets: tuple[str, ...] = ()) -> str:
     parts = urlsplit(url)
     if parts.query:
         pairs = [
-            (k, "***" if any(s and s in v for s in secrets) or _secret_name(k) else v)
+            (k, "***" if any(s and s in v for s in secrets) or is_secret_name(k) else v)
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
         ]
         url = urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
-    return redact_text(url, secrets) if secrets else url  # a secret may stand in the path too
-
-
-def _secret_name(name: str) -> bool:
-    from airflow_custom_token.spec import is_secret_name
-
-    return is_secret_name(name)
-
-
-def redact_text(text: str, secrets: tuple[str, ...] | list[str]) -> str:
-    """Replace every secret (and its URL-encoded forms) in `text` with `***`."""
-    from airflow_custom_token.redaction import redact_string
-
-    return redact_string(text, secrets)
+    return redact_string(url, secrets) if secrets else url  # a secret may stand in the path too
 
 
 def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = 200) -> str:
     """A short, redacted, single-line excerpt of a response body."""
     text = body[: limit * 4].decode("utf-8", "replace")
-    text = " ".join(redact_text(text, secrets).split())
+    text = " ".join(redact_string(text, secrets).split())
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
@@ -300,7 +288,7 @@ def transport_error(request: HttpRequest, exc: BaseException, secrets: tuple[str
     """A retryable error for a token request that got no answer (connection error, timeout)."""
     kind = "timed out" if "timeout" in type(exc).__name__.lower() else "could not connect"
     # urllib3 quotes the URL it could not reach, query included: a GET token request's credentials.
-    detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_text(str(exc), secrets))[:200]
+    detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_string(str(exc), secrets))[:200]
     return TokenRequestError(
         f"Token request failed: {request.method} {masked_url(request.url, secrets)} {kind} "
         f"({type(exc).__name__}: {detail})",

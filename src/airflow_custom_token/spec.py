@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -225,6 +225,12 @@ class ConnectedAccount:
         (headers if self.inject_as == "header" else query).add(self.inject_name)
         return headers, query
 
+    def with_query_credentials(self, url: str, token: str) -> str:
+        """`url` carrying the query parameters `credentials` adds, once (for a redirect on the origin)."""
+        parts = urlsplit(self.without_added_params(url))
+        pairs = [*parse_qsl(parts.query, keep_blank_values=True), *self.credentials(token)[1]]
+        return urlunsplit(parts._replace(query=urlencode(pairs)))
+
     def without_added_params(self, url: str) -> str:
         """`url` without the query parameters `credentials` adds (for a redirect off the origin)."""
         names = self.added_names[1]
@@ -327,6 +333,19 @@ def drive_chain(conn_id: str, lookup: Callable[[str], RawConnection | None]) -> 
         wanted = next(gen)
         while True:
             wanted = gen.send(lookup(wanted))
+    except StopIteration as stop:
+        return list(stop.value)
+
+
+async def adrive_chain(
+    conn_id: str, lookup: Callable[[str], Awaitable[RawConnection | None]]
+) -> list[RawConnection]:
+    """Run `load_chain` with an asynchronous lookup (the triggerer)."""
+    gen = load_chain(conn_id)
+    try:
+        wanted = next(gen)
+        while True:
+            wanted = gen.send(await lookup(wanted))
     except StopIteration as stop:
         return list(stop.value)
 

@@ -43,6 +43,16 @@ def lookup_connection(conn_id: str) -> RawConnection | None:
         return None
 
 
+async def alookup_connection(conn_id: str) -> RawConnection | None:
+    """`lookup_connection` for the event loop (`BaseHook.aget_connection`)."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return RawConnection.from_airflow(await BaseHook.aget_connection(conn_id))
+    except AirflowNotFoundException:
+        return None
+
+
 class CustomTokenHook(BaseHook):
     """Fetches, caches and refreshes a custom token, and sends authenticated requests.
 
@@ -188,12 +198,10 @@ class CustomTokenHook(BaseHook):
         try:
             import requests
 
-            from airflow_custom_token.auth import send_with_requests
-
-            send = send_with_requests(requests.Session(), account.secrets)
-            token = read_token(account, send(self.source.request), time.time())
-            secrets += [token.value, account.injection_value(token.value)]
-            redaction.register(token.value, account.injection_value(token.value))
+            # Bypasses the cache: the Test button must really check the credentials.
+            token = read_token(account, self.auth.send_token_request(self.source.request), time.time())
+            secrets = list(self.source.secrets(token))
+            redaction.register(*secrets)
             expires = datetime.fromtimestamp(token.expires_at, UTC).isoformat(timespec="seconds")
             message = (
                 f"Token obtained from {masked_url(account.token_request.url, account.secrets)} "

@@ -1,6 +1,6 @@
 """Triggers for the deferrable operator and sensor: authenticated requests, fully async, in the triggerer.
 
-Both triggers build the connected account from the connections (`spec.load_chain`, driven by
+Both triggers build the connected account from the connections (`spec.adrive_chain`, driven by
 `BaseHook.aget_connection`), and send through `aio.AsyncCustomTokenClient`, which fetches, caches and
 refreshes the token (`refresh_on`) exactly as the sync hook does. A trigger serializes only the conn id,
 the request and the task's parameters, never a token.
@@ -34,7 +34,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_custom_token import redaction
 from airflow_custom_token.errors import CustomTokenError
-from airflow_custom_token.spec import ConnectedAccount, RawConnection, build_account, load_chain
+from airflow_custom_token.spec import ConnectedAccount, adrive_chain, build_account
 
 if TYPE_CHECKING:
     import requests
@@ -51,20 +51,9 @@ async def aconnected_account(
     conn_id: str, integration_parameters: Mapping[str, Any] | None, settings: Settings
 ) -> ConnectedAccount:
     """The validated connected account, its connections read with `BaseHook.aget_connection`."""
-    from airflow.sdk.bases.hook import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow_custom_token.hooks.custom_token import alookup_connection
 
-    loader = load_chain(conn_id)
-    try:
-        wanted = next(loader)
-        while True:
-            try:
-                raw: RawConnection | None = RawConnection.from_airflow(await BaseHook.aget_connection(wanted))
-            except AirflowNotFoundException:
-                raw = None
-            wanted = loader.send(raw)
-    except StopIteration as stop:
-        chain: list[RawConnection] = stop.value
+    chain = await adrive_chain(conn_id, alookup_connection)
     return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
 
 
