@@ -43,6 +43,14 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     PROCESS_CACHE.clear()
 
 
+@pytest.fixture
+def task_runner_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let a test call `operator.execute(context)` directly, as the task runner would."""
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
+    monkeypatch.setattr(ExecutorSafeguard, "test_mode", True)
+
+
 def demo_extra(demo: DemoServer, **overrides: Any) -> dict[str, Any]:
     """The extra of a typical OAuth-style client-credentials integration against the demo API."""
     extra: dict[str, Any] = {

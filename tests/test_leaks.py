@@ -8,7 +8,6 @@ AIRFLOW_HOME and every row of the metadata database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -35,6 +34,7 @@ from airflow_custom_token.errors import CustomTokenError, RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.conftest import demo_extra
+from tests.triggering import first_event
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -269,16 +269,6 @@ def test_token_request_error_with_echoing_body_is_clean(demo: DemoServer, leaky:
 
 
 # -- trigger events -----------------------------------------------------------------------------------------
-
-
-def first_event(trigger: Any) -> dict[str, Any]:
-    async def first() -> Any:
-        async for event in trigger.run():
-            return event
-        raise AssertionError("no event")
-
-    payload: dict[str, Any] = asyncio.run(first()).payload
-    return payload
 
 
 def test_trigger_event_for_an_echo_is_redacted(demo: DemoServer, leaky: str) -> None:

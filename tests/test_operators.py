@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
-from airflow.sdk.module_loading import import_string
-from airflow.sdk.serde import deserialize, serialize
 
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.errors import CustomTokenError, RequestError
 from airflow_custom_token.operators.http import CustomTokenHttpOperator
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.conftest import demo_extra
+from tests.triggering import run_trigger
 
-
-@pytest.fixture(autouse=True)
-def _task_runner_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Call `execute` directly, as the task runner would."""
-    monkeypatch.setattr(ExecutorSafeguard, "test_mode", True)
-
-
-def run_trigger(trigger: Any) -> dict[str, Any]:
-    """Round-trip the trigger as Airflow stores it, run it to its first event, round-trip the event."""
-    classpath, kwargs = trigger.serialize()
-    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
-
-    async def first() -> Any:
-        async for event in rebuilt.run():
-            return event
-        raise AssertionError("the trigger fired no event")
-
-    payload: dict[str, Any] = deserialize(serialize(asyncio.run(first()).payload))
-    return payload
+pytestmark = pytest.mark.usefixtures("task_runner_off")
 
 
 def run_deferred(op: Any, context: dict[str, Any]) -> tuple[Any, int]:

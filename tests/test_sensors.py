@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.exceptions import (
     AirflowRescheduleException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-from airflow.sdk.module_loading import import_string
-from airflow.sdk.serde import deserialize, serialize
 
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.sensors.http import CustomTokenHttpSensor
 from airflow_custom_token.triggers.http import CustomTokenHttpSensorTrigger
+from tests.triggering import run_trigger
 
-
-@pytest.fixture(autouse=True)
-def _task_runner_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ExecutorSafeguard, "test_mode", True)
-
-
-def run_trigger(trigger: Any) -> dict[str, Any]:
-    classpath, kwargs = trigger.serialize()
-    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
-
-    async def first() -> Any:
-        async for event in rebuilt.run():
-            return event
-        raise AssertionError("the trigger fired no event")
-
-    payload: dict[str, Any] = deserialize(serialize(asyncio.run(first()).payload))
-    return payload
+pytestmark = pytest.mark.usefixtures("task_runner_off")
 
 
 def start_job(seconds: float) -> str:

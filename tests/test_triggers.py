@@ -9,8 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.module_loading import import_string
-from airflow.sdk.serde import deserialize, serialize
 
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
@@ -20,23 +18,7 @@ from airflow_custom_token.triggers.http import (
     response_from_event,
 )
 from tests.conftest import demo_extra
-
-
-def roundtrip(trigger: Any) -> Any:
-    """Rebuild the trigger from what Airflow stores: classpath plus serde-encoded kwargs."""
-    classpath, kwargs = trigger.serialize()
-    return import_string(classpath)(**deserialize(serialize(kwargs)))
-
-
-def first_event(trigger: Any) -> dict[str, Any]:
-    async def first() -> Any:
-        async for event in trigger.run():
-            return event
-        raise AssertionError("the trigger fired no event")
-
-    payload: dict[str, Any] = asyncio.run(first()).payload
-    assert deserialize(serialize(payload)) == payload  # storable as the metadata DB stores it
-    return payload
+from tests.triggering import first_event, roundtrip
 
 
 def test_serialize_round_trips_without_token(demo: DemoServer, acme: str) -> None:
