@@ -1,6 +1,6 @@
 """The example DAGs, run for real: `airflow dags test` in a fresh AIRFLOW_HOME against a demo API.
 
-The connections are the ones `scripts/demo` exports (`airflow_custom_token.example_dags.environment`).
+The connections are the ones `scripts/demo` exports (`airflow_custom_token.demo.connections.environment`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-import airflow_custom_token.example_dags as example_dags
+import airflow_custom_token.demo.connections as example_dags
+from tests.paths import EXAMPLE_DAGS
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.demo.server import ITEMS
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-DAGS_FOLDER = Path(example_dags.__file__).parent
+DAGS_FOLDER = EXAMPLE_DAGS
 DAG_IDS = {
     "example_custom_token_connected_accounts",
     "example_custom_token_url_parameter",

@@ -25,7 +25,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 from cryptography.fernet import Fernet
 
-import airflow_custom_token.example_dags as example_dags
+import airflow_custom_token.demo.connections as example_dags
+from tests.paths import EXAMPLE_DAGS
 from airflow_custom_token import redaction
 from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.cache import PROCESS_CACHE
@@ -300,7 +301,7 @@ def test_trigger_error_event_is_clean(demo: DemoServer, leaky: str) -> None:
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LEAK_DAG = Path(__file__).parent / "dags" / "leak_check.py"
-EXAMPLE_DAG = Path(example_dags.__file__).parent / "example_url_parameter.py"
+EXAMPLE_DAG = EXAMPLE_DAGS / "example_url_parameter.py"
 
 
 @dataclass

@@ -51,7 +51,7 @@ async def aconnected_account(
     conn_id: str, integration_parameters: Mapping[str, Any] | None, settings: Settings
 ) -> ConnectedAccount:
     """The validated connected account, its connections read with `BaseHook.aget_connection`."""
-    from airflow_custom_token.hooks.custom_token import alookup_connection
+    from airflow_custom_token.compat import alookup_connection
 
     chain = await adrive_chain(conn_id, alookup_connection)
     return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)

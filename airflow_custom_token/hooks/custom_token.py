@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.hook import BaseHook
 
 from airflow_custom_token import redaction
+from airflow_custom_token.compat import lookup_connection
 from airflow_custom_token.errors import (
     ConfigurationError,
     CustomTokenError,
@@ -31,26 +32,6 @@ if TYPE_CHECKING:
 EXTRA_OPTIONS = frozenset(
     {"check_response", "timeout", "verify", "allow_redirects", "stream", "proxies", "cert"}
 )
-
-
-def lookup_connection(conn_id: str) -> RawConnection | None:
-    """An Airflow connection as `RawConnection`, or None when it is not defined."""
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return RawConnection.from_airflow(BaseHook.get_connection(conn_id))
-    except AirflowNotFoundException:
-        return None
-
-
-async def alookup_connection(conn_id: str) -> RawConnection | None:
-    """`lookup_connection` for the event loop (`BaseHook.aget_connection`)."""
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return RawConnection.from_airflow(await BaseHook.aget_connection(conn_id))
-    except AirflowNotFoundException:
-        return None
 
 
 class CustomTokenHook(BaseHook):
