@@ -50,3 +50,18 @@ async def alookup_connection(conn_id: str) -> RawConnection | None:
 
     conn = await aget_airflow_connection(conn_id)
     return None if conn is None else RawConnection.from_airflow(conn)
+
+
+def config_get(section: str, option: str, fallback: str | None) -> str | None:
+    """A configuration value (env `AIRFLOW__SECTION__OPTION` included), or `fallback`."""
+    from airflow.sdk.configuration import conf
+
+    value = conf.get(section, option, fallback=fallback)
+    return fallback if value is None else str(value)
+
+
+def get_fernet() -> Any:
+    """Airflow's Fernet (`[core] fernet_key`)."""
+    from airflow.sdk.crypto import get_fernet as airflow_get_fernet
+
+    return airflow_get_fernet()

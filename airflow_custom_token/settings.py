@@ -30,13 +30,14 @@ def _airflow_home() -> str:
 def load_settings() -> Settings:
     """Read `[custom_token]` from Airflow's configuration (env `AIRFLOW__CUSTOM_TOKEN__*` included)."""
     try:
-        from airflow.sdk.configuration import conf
+        import airflow  # noqa: F401
     except ImportError:  # pragma: no cover - used without Airflow
         return Settings()
+    from airflow_custom_token.compat import config_get
 
     def get(option: str, default: str) -> str:
-        value = conf.get(SECTION, option, fallback=default)
-        return default if value is None else str(value)
+        value = config_get(SECTION, option, default)
+        return default if value is None else value
 
     def number(option: str, default: float, minimum: float = 0.0) -> float:
         raw = get(option, str(default))
@@ -65,7 +66,7 @@ def load_settings() -> Settings:
 
 def airflow_fernet() -> Any:
     """Airflow's Fernet (`[core] fernet_key`); the host cache encrypts with it."""
-    from airflow.sdk.crypto import get_fernet
+    from airflow_custom_token.compat import get_fernet
 
     return get_fernet()
 

@@ -20,7 +20,7 @@ from airflow_custom_token.errors import (
     TokenResponseError,
 )
 from airflow_custom_token.flow import HttpResponse, excerpt, masked_url, read_token
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, RawConnection, build_account, drive_chain
+from airflow_custom_token.spec import ConnectedAccount, HttpRequest, build_account, drive_chain
 
 if TYPE_CHECKING:
     import requests

@@ -26,7 +26,6 @@ import pytest
 from cryptography.fernet import Fernet
 
 import airflow_custom_token.demo.connections as example_dags
-from tests.paths import EXAMPLE_DAGS
 from airflow_custom_token import redaction
 from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.cache import PROCESS_CACHE
@@ -35,6 +34,7 @@ from airflow_custom_token.errors import CustomTokenError, RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.conftest import demo_extra
+from tests.paths import EXAMPLE_DAGS
 from tests.triggering import first_event
 
 pytestmark = pytest.mark.timeout(180)

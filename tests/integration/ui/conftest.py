@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--no-proxy-server",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 API_SERVER_START_TIMEOUT = 240.0  # seconds; a cold api-server on 2 busy cores can take a minute or more
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 

@@ -19,9 +19,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 import airflow_custom_token.demo.connections as example_dags
-from tests.paths import EXAMPLE_DAGS
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.demo.server import ITEMS
+from tests.paths import EXAMPLE_DAGS
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAGS_FOLDER = EXAMPLE_DAGS
