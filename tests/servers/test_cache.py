@@ -268,9 +268,15 @@ def test_unreadable_cache_file_is_replaced(demo, acme, isolated_cache, damage):
         }[damage]
     )
     PROCESS_CACHE.clear()
-    assert CustomTokenHook("acme").run("/api/v1/whoami").status_code == 200
+    hook = CustomTokenHook("acme")
+    assert hook.run("/api/v1/whoami").status_code == 200
     assert demo.stats()["token_requests"] == 2
-    assert path.read_bytes() != b"" and Fernet  # replaced by a readable file
+    # Replaced by a file that Airflow's Fernet key reads, holding the new token, never in clear text.
+    replaced = path.read_bytes()
+    token = hook.get_token()
+    assert token.encode() not in replaced
+    stored = json.loads(Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"].encode()).decrypt(replaced))
+    assert token in json.dumps(stored)
     PROCESS_CACHE.clear()
     CustomTokenHook("acme").get_token()
     assert demo.stats()["token_requests"] == 2

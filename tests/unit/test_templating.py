@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -38,33 +39,87 @@ def json_like(leaf: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 def only_our_errors(fn: Any, *args: Any) -> Any:
+    """`fn(*args)`, or None when it raises one of the package's own errors (and nothing else)."""
     try:
         return fn(*args)
     except CustomTokenError:
         return None
 
 
-# -- nothing but the package's errors ---------------------------------------------------------------------
+PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
+CONTROL = re.compile(r"[\r\n\x00]")
+
+
+def missing_names(template: str, values: dict[str, str]) -> list[str]:
+    return [name for name in PLACEHOLDER.findall(template) if name not in values]
+
+
+# -- each renderer substitutes exactly, or raises our error naming the field and the problem ---------
 
 
 @SETTINGS
 @given(template_st, values_st)
-def test_render_text_raises_only_package_errors(template: str, values: dict[str, str]) -> None:
-    result = only_our_errors(templating.render_text, template, values, "field")
-    assert result is None or isinstance(result, str)
+def test_render_text_substitutes_exactly_or_names_the_problem(template: str, values: dict[str, str]) -> None:
+    missing = missing_names(template, values)
+    expected = None if missing else PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    try:
+        result = templating.render_text(template, values, "field")
+    except PlaceholderError as exc:
+        assert exc.field == "field"
+        if missing:
+            assert f"placeholder {{{missing[0]}}} has no value" in str(exc)
+        else:  # only a value may bring a line break or NUL into the text
+            assert "line break or NUL" in str(exc)
+            assert expected is not None and CONTROL.search(expected) and not CONTROL.search(template)
+        return
+    assert not missing
+    assert result == expected
 
 
 @SETTINGS
-@given(st.sampled_from(["", "https://", "http://h", "https://{a}", "/"]), template_st, values_st)
-def test_render_url_raises_only_package_errors(prefix: str, template: str, values: dict[str, str]) -> None:
-    result = only_our_errors(templating.render_url, prefix + template, values, "field")
-    assert result is None or isinstance(result, str)
+@given(template_st, values_st)
+def test_render_url_encodes_every_path_value_or_names_the_problem(
+    template: str, values: dict[str, str]
+) -> None:
+    url = "https://api.example.com/" + template
+    missing = missing_names(template, values)
+    try:
+        result = templating.render_url(url, values, "endpoint")
+    except PlaceholderError as exc:
+        assert str(exc).startswith("endpoint: ")
+        if missing:
+            assert f"placeholder {{{missing[0]}}} has no value" in str(exc)
+        else:
+            assert "not valid Unicode text" in str(exc)
+        return
+    assert not missing
+    assert result.startswith("https://api.example.com/")  # no value moves the request to another host
+    for name in PLACEHOLDER.findall(template):
+        assert quote(values[name], safe="") in result
+    assert urlsplit(result).hostname == "api.example.com"
+
+
+def shape(obj: Any) -> Any:
+    """The structure of a JSON-like object with its strings erased (rendering changes only strings)."""
+    if isinstance(obj, dict):
+        return ("dict", sorted(repr(shape(v)) for v in obj.values()))
+    if isinstance(obj, list | tuple):
+        return [shape(v) for v in obj]
+    return "str" if isinstance(obj, str) else repr(obj)
 
 
 @SETTINGS
 @given(json_like(template_st), values_st)
-def test_render_object_raises_only_package_errors(obj: Any, values: dict[str, str]) -> None:
-    only_our_errors(templating.render_object, obj, values, "field")
+def test_render_object_keeps_the_shape_or_names_the_field(obj: Any, values: dict[str, str]) -> None:
+    try:
+        result = templating.render_object(obj, values, "field")
+    except PlaceholderError as exc:
+        assert exc.field.startswith("field")
+        assert "placeholder" in str(exc) or "line break or NUL" in str(exc)
+        return
+    if isinstance(obj, dict) and len({templating.render_text(k, values, "k") for k in obj}) < len(obj):
+        return  # two keys rendered to the same text: the later one wins, as in a JSON object
+    assert repr(shape(result)) == repr(shape(obj))
 
 
 def test_a_value_that_is_not_valid_unicode_text_gives_a_placeholder_error() -> None:
