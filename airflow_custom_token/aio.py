@@ -1,8 +1,9 @@
-"""Async transport (aiohttp) for the triggerer: the same token flow and rules as the sync hook.
+"""Async transport (aiohttp) for the triggerer: the same token flow and request rules as the sync hook.
 
-`AsyncCustomTokenClient.request` fetches the token through `TokenSource.aget` (never blocking the
-event loop), injects it with `ConnectedAccount.credentials`, retries once on a `refresh_on` status,
-and follows redirects itself so that the token only ever reaches allowed origins.
+`AsyncCustomTokenClient.request` carries the request rules (`rules.request_flow`: inject, guard
+redirects, refresh once on `refresh_on`, API retries) over aiohttp: it fetches the token through
+`TokenSource.aget` (never blocking the event loop) when they ask for it, sends each request they
+yield (a redirect included: aiohttp follows none itself), and hands them each answer.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, Literal
 
-from airflow_custom_token.errors import RequestError, TokenRequestError
-from airflow_custom_token.flow import HttpResponse, masked_url, transport_error
+from airflow_custom_token import redaction, rules
+from airflow_custom_token.errors import RequestError
+from airflow_custom_token.flow import CHUNK_BYTES, BoundedBody, HttpResponse, RetryPolicy, transport_error
+from airflow_custom_token.rules import ApiRequest, Head
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.spec import HttpRequest
-
-MAX_REDIRECTS = 10
+from airflow_custom_token.transport import assl, proxy_for, tls_hint
 
 
 async def _aiohttp() -> ModuleType:
@@ -36,12 +38,33 @@ async def _aiohttp() -> ModuleType:
 
 
 class AsyncCustomTokenClient:
-    """Authenticated async requests for one connected account. Use as an async context manager."""
+    """Authenticated async requests for one connected account. Use as an async context manager.
 
-    def __init__(self, source: TokenSource) -> None:
+    :param source: where the account's tokens come from (caches, else a token request).
+    :param retry: the API retry policy (idempotent requests, on transport errors and 429/502/503/504);
+        by default the connection's (`request_retries`, with `[custom_token]`'s waits: `rules.api_policy`);
+        None: API requests are not retried.
+
+    The connection's transport settings apply to token and API requests: its client certificate and CA
+    bundle (one `ssl.SSLContext`, `transport.assl`) and its proxies (one per request, by scheme).
+    """
+
+    def __init__(
+        self, source: TokenSource, *, retry: RetryPolicy | Literal["connection"] | None = "connection"
+    ) -> None:
         self.source = source
         self.account = source.account
+        self.retry = rules.api_policy(self.account, source.settings.retry) if retry == "connection" else retry
         self._session: Any = None
+        self._ssl: Any = None
+        self._ssl_ready = False
+
+    async def _ssl_option(self) -> Any:
+        """aiohttp's `ssl=` for this account (built once: loading certificates blocks, in a thread)."""
+        if not self._ssl_ready:
+            self._ssl = await assl(self.account)
+            self._ssl_ready = True
+        return self._ssl
 
     async def __aenter__(self) -> AsyncCustomTokenClient:
         aiohttp = await _aiohttp()
@@ -56,7 +79,15 @@ class AsyncCustomTokenClient:
     def __repr__(self) -> str:
         return f"<AsyncCustomTokenClient {self.account.describe()}>"
 
-    async def _send(self, request: HttpRequest, allow_redirects: bool = False) -> HttpResponse:
+    async def _send_token(self, request: HttpRequest) -> HttpResponse:
+        """Carry a token request: its answer read as `flow.BoundedBody` says (bounded, one deadline)."""
+        redaction.remember(*self.account.secrets)  # masked in the HTTP clients' logs from now on
+        bounded = BoundedBody(request, self.source.limits, self.account.secrets)
+        return await self._send(request, bounded=bounded)
+
+    async def _send(
+        self, request: HttpRequest, allow_redirects: bool = False, bounded: BoundedBody | None = None
+    ) -> HttpResponse:
         """Carry one request over the wire (used for token requests too, which never follow redirects)."""
         import aiohttp
 
@@ -68,16 +99,21 @@ class AsyncCustomTokenClient:
         elif request.json is not None:
             kwargs["json"] = request.json
         timeout = aiohttp.ClientTimeout(total=request.timeout) if request.timeout else None
+        ssl = await self._ssl_option()  # the account's `verify` (a token request's too) and certificates
         try:
             async with self._session.request(
                 request.method,
                 request.url,
                 timeout=timeout,
-                ssl=None if request.verify else False,
+                ssl=ssl,
+                proxy=proxy_for(self.account, request.url),
                 allow_redirects=allow_redirects,
                 **kwargs,
             ) as response:
-                body = await response.read()
+                if bounded is None:
+                    body = await response.read()
+                else:  # `ClientTimeout(total=...)` bounds the whole request; `bounded` its body
+                    body = await bounded.aread(response.status, response.content.iter_chunked(CHUNK_BYTES))
                 return HttpResponse(
                     status=response.status,
                     headers={k.lower(): v for k, v in response.headers.items()},
@@ -86,10 +122,11 @@ class AsyncCustomTokenClient:
                     reason=response.reason or "",
                 )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_error(request, exc, self.account.secrets) from None
+            hint = tls_hint(self.account.transport, request.url, exc)
+            raise transport_error(request, exc, self.account.secrets, hint) from None
 
     async def get_token(self) -> str:
-        return (await self.source.aget(self._send)).value
+        return (await self.source.aget(self._send_token)).value
 
     async def request(
         self,
@@ -102,65 +139,98 @@ class AsyncCustomTokenClient:
         json: Any = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """One authenticated request; after a `refresh_on` status, one retry with a new token.
+        """One authenticated request, under the request rules (refresh once on `refresh_on`, redirects
+        followed with the credentials kept on the account's allowed origins, the API retry policy).
 
         Placeholders resolve in the endpoint, headers and query parameters, as in `CustomTokenHook.run`.
         """
-        url, headers, params = self.account.render_request(endpoint, headers, params)
-        retried = False
-        while True:
-            token = await self.source.aget(self._send)
-            response, final_url = await self._follow(
-                method, url, token.value, params, headers, data, json, timeout
-            )
-            if response.status not in self.account.refresh_on or retried:
-                return response
-            if not self.account.is_allowed(final_url):
-                return response  # another origin was sent no token: its 401 says nothing about ours
-            await self.source.adiscard(token)
-            retried = True
+        import aiohttp
 
-    async def _follow(
-        self,
-        method: str,
-        url: str,
-        token: str,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, Any] | None,
-        data: Any,
-        json: Any,
-        timeout: float | None,
-    ) -> tuple[HttpResponse, str]:
-        """Send, following redirects; credentials go only to allowed origins. Returns the final URL too."""
-        for _ in range(MAX_REDIRECTS + 1):
-            extra_headers: list[tuple[str, str]] = []
-            extra_query: list[tuple[str, str]] = []
-            if self.account.is_allowed(url):
-                extra_headers, extra_query = self.account.credentials(token)
-            own = {str(k): str(v) for k, v in (headers or {}).items()}
-            request = HttpRequest(
-                method=method.upper(),
-                url=url,
-                params=(*((str(k), str(v)) for k, v in (params or {}).items()), *extra_query),
-                headers=(*((n, v) for n, v in extra_headers if n not in own), *own.items()),
-                form=tuple((str(k), str(v)) for k, v in data.items()) if isinstance(data, Mapping) else None,
-                content=data if isinstance(data, bytes | str) else None,
-                json=json,
-                timeout=timeout or self.account.timeout or 60,
-                verify=self.account.verify,
-            )
-            try:
-                response = await self._send(request, allow_redirects=False)
-            except TokenRequestError as exc:  # `_send` words transport failures as a token request's
-                raise RequestError(str(exc).removeprefix("Token request failed: ")) from None
-            location = response.headers.get("location")
-            if response.status not in (301, 302, 303, 307, 308) or not location:
-                return response, url
-            url, params = urljoin(url, location), None
-            if not self.account.is_allowed(url):  # a Location that repeats our query must not carry it on
-                url = self.account.without_added_params(url)
-            if response.status == 303 or (response.status in (301, 302) and method.upper() == "POST"):
-                method, data, json = "GET", None, None
-        raise RequestError(
-            f"{method} {masked_url(url, self.account.secrets)}: more than {MAX_REDIRECTS} redirects"
+        transport = (TimeoutError, aiohttp.ClientConnectionError)  # no answer: what the rules may retry
+        url, headers, params = self.account.render_request(endpoint, headers, params)
+        request = ApiRequest(
+            method=method.upper(),
+            url=rules.add_query(url, [(str(k), str(v)) for k, v in params.items()]),
+            headers=tuple((str(k), str(v)) for k, v in headers.items()),
+            body=None if data is None and json is None else _Body(data, json),
         )
+        flow = rules.request_flow(self.account, request, retry=self.retry)
+        seconds = timeout or self.account.timeout or 60
+        response: HttpResponse | None = None
+        outcome: Any = None
+        error: BaseException | None = None
+        sending = request
+        try:
+            while True:
+                command = flow.throw(error) if error is not None else flow.send(outcome)
+                outcome = error = None
+                if isinstance(command, rules.GetToken):
+                    outcome = await self.source.aget(self._send_token)
+                elif isinstance(command, rules.Discard):
+                    await self.source.adiscard(command.token)
+                elif isinstance(command, rules.Wait):
+                    await asyncio.sleep(command.seconds)
+                else:  # Send, or Follow: aiohttp follows no redirect itself here
+                    sending = command.request
+                    try:
+                        response = await self._send_api(sending, seconds)
+                    except transport as exc:
+                        error = exc
+                        continue
+                    outcome = Head(response.status, response.headers)
+        except StopIteration:
+            assert response is not None
+            return response
+        except transport as exc:  # the rules did not retry it
+            raise RequestError(self._describe(sending, exc)) from None
+
+    async def _send_api(self, request: ApiRequest, timeout: float) -> HttpResponse:
+        """Carry one API request over the wire, as the rules yielded it (never following a redirect)."""
+        import aiohttp
+
+        kwargs: dict[str, Any] = {"headers": dict(request.headers)}
+        body = request.body
+        if isinstance(body, _Body):
+            if isinstance(body.data, Mapping):
+                kwargs["data"] = {str(k): str(v) for k, v in body.data.items()}
+            elif isinstance(body.data, bytes | str):
+                kwargs["data"] = body.data
+            elif body.json is not None:
+                kwargs["json"] = body.json
+        ssl = await self._ssl_option()
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                ssl=ssl,
+                proxy=proxy_for(self.account, request.url),
+                allow_redirects=False,
+                **kwargs,
+            ) as response:
+                return HttpResponse(
+                    status=response.status,
+                    headers={k.lower(): v for k, v in response.headers.items()},
+                    body=await response.read(),
+                    cookies={k: m.value for k, m in response.cookies.items()},
+                    reason=response.reason or "",
+                )
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            raise  # the rules' to judge
+        except aiohttp.ClientError as exc:  # not a transport failure the rules could retry
+            raise RequestError(self._describe(request, exc)) from None
+
+    def _describe(self, request: ApiRequest, exc: BaseException) -> str:
+        """A secret-free sentence for a request that got no answer (the injected values masked)."""
+        secrets = (*self.account.secrets, *request.secrets)
+        described = HttpRequest(method=request.method, url=request.url)
+        hint = tls_hint(self.account.transport, request.url, exc)
+        return str(transport_error(described, exc, secrets, hint)).removeprefix("Token request failed: ")
+
+
+@dataclass(frozen=True)
+class _Body:
+    """An API request's body, as `request` takes it: form fields (a mapping) or raw text, or JSON."""
+
+    data: Any = None
+    json: Any = None

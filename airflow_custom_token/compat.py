@@ -1,37 +1,279 @@
-"""The one Airflow-facing module: connection lookup (sync and async), configuration, Fernet, masking,
-and every difference between Airflow releases.
+"""The one Airflow-facing module: every Airflow import of the package, and every difference between
+the Airflow releases it supports (3.0, 3.1, 3.2, 3.3 and later 3.x).
 
-The core (fields, spec, templating, flow, rules, cache, source, auth, aio) never imports Airflow's
-version-specific paths; it imports what it needs from here, lazily where Airflow may be absent.
-The surfaces (hooks, operators, sensors, triggers, notifications) import from here too.
+The rest of the package imports Airflow's classes and functions from here, never from a
+version-specific path. What differs, and how this module bridges it:
+
+=============================  ===================================  =====================================
+what                           3.2 and later                        3.0 / 3.1
+=============================  ===================================  =====================================
+exceptions                     ``airflow.sdk.exceptions``           ``airflow.exceptions`` (3.1 has
+                                                                    ``AirflowException`` in both)
+``conf``                       ``airflow.sdk.configuration``        ``airflow.configuration``
+``get_fernet``                 ``airflow.sdk.crypto``               ``airflow.models.crypto``
+``determine_kwargs``           ``airflow.sdk.bases.decorator``      ``airflow.utils.operator_helpers``
+``BaseHook``                   ``airflow.sdk.bases.hook``           same on 3.1; ``airflow.hooks.base``
+                                                                    on 3.0
+connection form                ``conn-fields`` of the provider      the hook's
+                               info (the hook's methods unused)     ``get_connection_form_widgets()``
+=============================  ===================================  =====================================
+
+Secrets masking (`mask_secret`, `amask_secret`):
+
+- 3.0's ``mask_secret`` sends the value to the supervisor *before* masking it in this process, and
+  the in-process supervisor of ``airflow dags test`` logs each message it is sent
+  (``Sending request msg=MaskSecret(value='<token>')``) to a console that nothing redacts. Here the
+  local masker learns the value first, and that supervisor's log shows ``MaskSecret(value='***')``
+  (for the connection password that Airflow's own lookup masks, too).
+- ``amask_secret`` exists from 3.3. Before, a sync ``mask_secret`` on the triggerer's event loop
+  cannot reach the supervisor (3.0 raises, 3.1 and 3.2 swallow the error: a silent no-op), so it runs
+  in a worker thread (``asgiref.sync_to_async``), from where the triggerer's comms reach the loop.
+
+Async connection lookup (`aget_airflow_connection`): the stock ``BaseHook.aget_connection`` before
+3.3.2 masks the connection's extra with a *synchronous* supervisor call, which can raise
+``DeadlockImminentError`` in a real triggerer (3.3.0, 3.3.1); 3.0 has no ``aget_connection`` at all.
+There the synchronous lookup runs in a worker thread, as apache-airflow-providers-common-compat's
+``get_async_connection`` does. From 3.3.2 on (``Connection.aextra_dejson`` exists) the stock async
+lookup is used.
+
+The light parts (exceptions, configuration) are imported when this module is; the classes of the
+surfaces (``BaseHook``, ``BaseOperator``, ``BaseSensorOperator``, ``PokeReturnValue``,
+``BaseTrigger``, ``TriggerEvent``) on first use, so that the core (errors, settings) stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # mypy checks against the newest release's paths
+    from airflow.sdk import BaseOperator, BaseSensorOperator, Context, PokeReturnValue
+    from airflow.sdk.bases.hook import BaseHook
+    from airflow.sdk.bases.notifier import BaseNotifier
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowNotFoundException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+    )
+    from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+
     from airflow_custom_token.spec import RawConnection
 
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AirflowException",
+    "AirflowNotFoundException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "BaseEventTrigger",
+    "BaseHook",
+    "BaseNotifier",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Context",
+    "PokeReturnValue",
+    "TriggerEvent",
+    "aget_airflow_connection",
+    "alookup_connection",
+    "amask_secret",
+    "call_with_context",
+    "config_get",
+    "config_getboolean",
+    "connection_form_widgets",
+    "determine_kwargs",
+    "get_airflow_connection",
+    "get_fernet",
+    "import_first",
+    "lookup_connection",
+    "mask_secret",
+    "ui_field_behaviour",
+]
 
+
+def import_first(name: str, *modules: str) -> Any:
+    """`name` from the first of `modules` that has it (the newest release's path comes first)."""
+    for module in modules:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"cannot import {name} from any of {', '.join(modules)} (Airflow 3.0 or later needed)")
+
+
+def _airflow_version() -> tuple[int, int, int]:
+    from airflow import __version__
+
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in __version__.split(".")[:3]]
+    major, minor, micro = (*parts, 0, 0)[:3]
+    return major, minor, micro
+
+
+#: The running Airflow's (major, minor, micro).
+AIRFLOW_VERSION: tuple[int, int, int] = _airflow_version()
+
+# -- exceptions: the task SDK's from 3.2 (3.1 has AirflowException there too), the core's before -------
+_EXCEPTIONS = ("airflow.sdk.exceptions", "airflow.exceptions")
+if not TYPE_CHECKING:
+    AirflowException = import_first("AirflowException", *_EXCEPTIONS)
+    AirflowNotFoundException = import_first("AirflowNotFoundException", *_EXCEPTIONS)
+    AirflowSensorTimeout = import_first("AirflowSensorTimeout", *_EXCEPTIONS)
+    AirflowSkipException = import_first("AirflowSkipException", *_EXCEPTIONS)
+
+# -- the surfaces' base classes, imported on first use ------------------------------------------------
+_LAZY: Mapping[str, tuple[str, ...]] = {
+    "BaseHook": ("airflow.sdk.bases.hook", "airflow.hooks.base"),
+    "BaseOperator": ("airflow.sdk",),
+    "BaseSensorOperator": ("airflow.sdk",),
+    "PokeReturnValue": ("airflow.sdk",),
+    "BaseTrigger": ("airflow.triggers.base",),
+    "TriggerEvent": ("airflow.triggers.base",),
+    # 3.0 and later (AssetWatcher's triggers; the notifiers of callbacks)
+    "BaseEventTrigger": ("airflow.triggers.base",),
+    "BaseNotifier": ("airflow.sdk.bases.notifier", "airflow.sdk"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = import_first(name, *_LAZY[name])
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- configuration and Fernet ---------------------------------------------------------------------------
+@functools.cache
+def _conf() -> Any:
+    return import_first("conf", "airflow.sdk.configuration", "airflow.configuration")
+
+
+def config_get(section: str, option: str, fallback: str | None) -> str | None:
+    """A configuration value (env `AIRFLOW__SECTION__OPTION` included), or `fallback`."""
+    value = _conf().get(section, option, fallback=fallback)
+    return fallback if value is None else str(value)
+
+
+def config_getboolean(section: str, option: str, fallback: bool) -> bool:
+    """A boolean configuration value, or `fallback`."""
+    return bool(_conf().getboolean(section, option, fallback=fallback))
+
+
+def get_fernet() -> Any:
+    """Airflow's Fernet (`[core] fernet_key`)."""
+    return import_first("get_fernet", "airflow.sdk.crypto", "airflow.models.crypto")()
+
+
+# -- calling user callables with the task context ----------------------------------------------------
+def determine_kwargs(
+    func: Callable[..., Any], args: Collection[Any], kwargs: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The keyword arguments of `kwargs` that `func` accepts (all of them when it takes `**kwargs`)."""
+    airflow_determine = import_first(
+        "determine_kwargs", "airflow.sdk.bases.decorator", "airflow.utils.operator_helpers"
+    )
+    result: Mapping[str, Any] = airflow_determine(func, args, kwargs)
+    return result
+
+
+def call_with_context(func: Callable[..., Any], response: Any, context: Context) -> Any:
+    """Call `func(response, **the context keys it asks for)`, as HttpOperator and HttpSensor do."""
+    return func(response, **determine_kwargs(func, [response], context))
+
+
+# -- secrets masking ------------------------------------------------------------------------------------
+def mask_secret(secret: str) -> None:
+    """Tell Airflow's secrets masker (this process's, and the supervisor's) about `secret`."""
+    import airflow.sdk.log as sdk_log
+
+    if AIRFLOW_VERSION < (3, 1, 0):
+        # 3.0 sends the value to the supervisor before masking it here: mask it here first.
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+
+        _quiet_in_process_supervisor()
+        _secrets_masker().add_mask(secret, None)
+    sdk_log.mask_secret(secret)
+
+
+class _MaskSecretHidingLog:
+    """A structlog logger that logs a `MaskSecret` message without its value (and the rest as is)."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def debug(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        msg = kwargs.get("msg")
+        if type(msg).__name__ == "MaskSecret":
+            kwargs["msg"] = f"MaskSecret(value='***', name={getattr(msg, 'name', None)!r})"
+        return self._log.debug(event, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def _quiet_in_process_supervisor() -> None:
+    """Airflow 3.0: keep the in-process supervisor of `airflow dags test` / `airflow tasks test` from
+    logging secrets in clear.
+
+    Its comms log each message they carry at debug level (`Sending request msg=MaskSecret(value=...)`)
+    to a console that nothing redacts, and 3.0's `mask_secret` sends a value before masking it: every
+    connection password Airflow reads for a task, every token registered, would show. (A real supervisor,
+    in its own process, logs no message body.)
+    """
+    import sys
+
+    comms = getattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS", None)
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    if in_process is None or not isinstance(comms, in_process):
+        return
+    if not isinstance(comms.log, _MaskSecretHidingLog):
+        comms.log = _MaskSecretHidingLog(comms.log)
+
+
+async def amask_secret(secret: str) -> None:
+    """`mask_secret` for the event loop (the triggerer): never a silent no-op, never blocking the loop."""
+    import airflow.sdk.log as sdk_log
+
+    stock = getattr(sdk_log, "amask_secret", None)  # 3.3 and later
+    if stock is not None:
+        await stock(secret)
+        return
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(mask_secret)(secret)
+
+
+# -- connection lookup ----------------------------------------------------------------------------------
 def get_airflow_connection(conn_id: str) -> Any | None:
     """Airflow's connection object for `conn_id`, or None when it is not defined."""
-    from airflow.sdk.bases.hook import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
+    hook: Any = __getattr__("BaseHook")
+    if AIRFLOW_VERSION < (3, 1, 0):
+        _quiet_in_process_supervisor()  # the lookup masks the password and extra the 3.0 way
     try:
-        return BaseHook.get_connection(conn_id)
+        return hook.get_connection(conn_id)
     except AirflowNotFoundException:
         return None
 
 
+def _stock_async_lookup_is_safe() -> bool:
+    """Does `BaseHook.aget_connection` mask without a synchronous supervisor call (3.3.2 and later)?"""
+    connection = import_first("Connection", "airflow.sdk")
+    return hasattr(__getattr__("BaseHook"), "aget_connection") and hasattr(connection, "aextra_dejson")
+
+
 async def aget_airflow_connection(conn_id: str) -> Any | None:
     """`get_airflow_connection` for the event loop (the triggerer)."""
-    from airflow.sdk.bases.hook import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    if not _stock_async_lookup_is_safe():
+        from asgiref.sync import sync_to_async
 
+        return await sync_to_async(get_airflow_connection)(conn_id)
+    hook: Any = __getattr__("BaseHook")
     try:
-        return await BaseHook.aget_connection(conn_id)
+        return await hook.aget_connection(conn_id)
     except AirflowNotFoundException:
         return None
 
@@ -52,16 +294,71 @@ async def alookup_connection(conn_id: str) -> RawConnection | None:
     return None if conn is None else RawConnection.from_airflow(conn)
 
 
-def config_get(section: str, option: str, fallback: str | None) -> str | None:
-    """A configuration value (env `AIRFLOW__SECTION__OPTION` included), or `fallback`."""
-    from airflow.sdk.configuration import conf
+# -- the connection form of Airflow 3.0 and 3.1 ----------------------------------------------------------
+def connection_form_widgets() -> dict[str, Any]:
+    """The form's extra fields as wtforms fields, from the field table (`fields.EXTRA_FIELDS`).
 
-    value = conf.get(section, option, fallback=fallback)
-    return fallback if value is None else str(value)
+    Only Airflow 3.0 and 3.1 read them (`CustomTokenHook.get_connection_form_widgets`); 3.2 and later
+    read `conn-fields` from the provider info. Their api-server replaces these wtforms classes with
+    stand-ins that turn each field into a JSON schema (text, number, password, check box; a choice
+    list through `any_of`), so an object or list field is a text input that holds JSON.
+    """
+    import json
+
+    from wtforms import BooleanField, IntegerField, PasswordField, StringField
+    from wtforms.validators import Optional, any_of
+
+    from airflow_custom_token.fields import EXTRA_FIELDS
+
+    try:
+        from flask_babel import lazy_gettext
+    except ImportError:  # Airflow 3 without the FAB provider
+
+        def lazy_gettext(text: str) -> str:
+            return text
+
+    try:
+        from flask_appbuilder.fieldwidgets import (
+            BS3PasswordFieldWidget,
+            BS3TextAreaFieldWidget,
+            BS3TextFieldWidget,
+        )
+    except ImportError:  # no FAB: wtforms' own widgets
+        BS3PasswordFieldWidget = BS3TextAreaFieldWidget = BS3TextFieldWidget = None
+
+    widgets: dict[str, Any] = {}
+    for field in EXTRA_FIELDS:
+        validators: list[Any] = [Optional()]
+        if field.choices:
+            validators.append(any_of(list(field.choices)))
+        description, default = field.description, field.form_default
+        widget: Any = BS3TextFieldWidget
+        if field.kind == "bool":
+            factory: Any = BooleanField
+            widget = None
+        elif field.kind == "int":
+            factory = IntegerField
+        elif field.secret and field.kind == "str":
+            factory, widget = PasswordField, BS3PasswordFieldWidget
+        else:
+            factory = StringField
+            if field.kind in ("object", "list"):
+                description, widget = f"{description} (JSON)", BS3TextAreaFieldWidget
+                default = None if default is None else json.dumps(default)
+            elif default is not None:
+                default = str(default)
+        options: dict[str, Any] = {"validators": validators, "description": description}
+        if widget is not None:
+            options["widget"] = widget()
+        if default is not None:
+            options["default"] = default
+        widgets[field.key] = factory(lazy_gettext(field.label), **options)
+    return widgets
 
 
-def get_fernet() -> Any:
-    """Airflow's Fernet (`[core] fernet_key`)."""
-    from airflow.sdk.crypto import get_fernet as airflow_get_fernet
+def ui_field_behaviour() -> dict[str, Any]:
+    """The standard fields' behaviour (hidden, relabeled, placeholders) in the hook method's format."""
+    from airflow_custom_token.fields import ui_field_behaviour as provider_info_behaviour
 
-    return airflow_get_fernet()
+    behaviour = provider_info_behaviour()
+    return {key.replace("-", "_"): value for key, value in behaviour.items()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_custom_token.compat import AirflowException
 
 
 class CustomTokenError(AirflowException):

@@ -3,7 +3,12 @@
 The sync hook (requests) and the async trigger (aiohttp) only carry `HttpRequest`s over the wire and
 hand back `HttpResponse`s; everything that decides lives here, written once:
 
-- `read_token(account, response, now)` turns an answer into a `Token` (or a precise error);
+- `read_token(account, response, now, limits)` turns an answer into a `Token` (or a precise error):
+  the token must be sendable text of bounded size, its expiry is read against the server's clock and
+  kept between 1 s and `max_token_lifetime`;
+- `BoundedBody` is how both transports read a token answer: at most `max_token_response_bytes`
+  (after decompression), only the excerpt an error message quotes of an error answer, and the whole
+  request within the connection's timeout;
 - `retry_options(...)` is the one retry policy (tenacity) that both transports run the fetch under;
 - `Token.is_fresh(now, margin)` decides when a token must be refreshed.
 """
@@ -16,19 +21,46 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from airflow_custom_token.errors import TokenRequestError, TokenResponseError
+from airflow_custom_token.fields import option_default
 from airflow_custom_token.redaction import redact_string
 from airflow_custom_token.spec import ConnectedAccount, HttpRequest, is_secret_name
 
 EPOCH_THRESHOLD = 1e9  # an expiry of this many "seconds" or more is an absolute epoch time
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MIN_TOKEN_LIFETIME = 1.0  # seconds: a shorter (or past) expiry is read as this
+# A server clock within this many seconds of ours is taken as ours: its Date header has a resolution of
+# one second and is stamped before the answer travels.
+CLOCK_TOLERANCE = 5.0
+EXCERPT_CHARS = 200  # what an error message quotes of an error answer's body
+ERROR_BODY_BYTES = EXCERPT_CHARS * 4  # what `excerpt` reads for that (UTF-8: up to 4 bytes a character)
+CHUNK_BYTES = 64 * 1024  # what a transport reads at a time
+# A token travels in a header or a URL: no control character (CR, LF, NUL, ...), no line or paragraph
+# separator, no unpaired surrogate (not encodable).
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_LINE_BREAKS = frozenset("\r\n\x85\u2028\u2029")
+
+
+@dataclass(frozen=True)
+class TokenLimits:
+    """Bounds on a token answer: the `[custom_token]` options of the same names (defaults from there)."""
+
+    max_token_response_bytes: int = field(default_factory=lambda: option_default("max_token_response_bytes"))
+    max_token_bytes: int = field(default_factory=lambda: option_default("max_token_bytes"))
+    max_token_lifetime: float = field(default_factory=lambda: option_default("max_token_lifetime"))
+
+    @classmethod
+    def from_settings(cls, settings: object) -> TokenLimits:
+        """The limits `settings` sets (its attributes of the same names; the default for any it lacks)."""
+        default = cls()
+        return cls(**{f.name: getattr(settings, f.name, getattr(default, f.name)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -44,12 +76,17 @@ class HttpResponse:
 
 @dataclass(frozen=True)
 class Token:
-    """An access token and when it expires (epoch seconds). Its repr never shows the value."""
+    """An access token and when it expires (epoch seconds). Its repr never shows the value.
+
+    `outputs`: the additional outputs read with it (`access_outputs`), by name; as secret as the token,
+    cached, refreshed and discarded with it.
+    """
 
     value: str = field(repr=False)
     expires_at: float
     obtained_at: float
     expiry_source: str = "default lifetime"
+    outputs: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     @property
     def lifetime(self) -> float:
@@ -63,11 +100,41 @@ class Token:
         return now < self.refresh_at(margin)
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": self.value, "exp": self.expires_at, "at": self.obtained_at, "src": self.expiry_source}
+        data = {"v": self.value, "exp": self.expires_at, "at": self.obtained_at, "src": self.expiry_source}
+        if self.outputs:
+            data["o"] = dict(self.outputs)
+        return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Token:
-        return cls(str(data["v"]), float(data["exp"]), float(data["at"]), str(data.get("src", "cache")))
+    def from_json(
+        cls, data: Mapping[str, Any], now: float | None = None, max_lifetime: float | None = None
+    ) -> Token:
+        """A token as `to_json` wrote it; one written without outputs (an older version) has none.
+
+        An `exp` or `at` that is not a finite number (`Infinity`, `NaN`, 1e400) raises ValueError: the
+        caches ignore and replace such an entry. With `now` (the caches' reads), the expiry is kept
+        within `max_lifetime` (default: `[custom_token] max_token_lifetime`'s) of when the token was
+        obtained, and that is never later than `now`: no entry stays valid for longer.
+        """
+        raw = data.get("o")
+        outputs = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+        expires_at, obtained_at = _finite_time(data["exp"], "exp"), _finite_time(data["at"], "at")
+        if now is not None:
+            limit = option_default("max_token_lifetime") if max_lifetime is None else max_lifetime
+            obtained_at = min(obtained_at, now)
+            expires_at = min(expires_at, obtained_at + limit)
+        return cls(str(data["v"]), expires_at, obtained_at, str(data.get("src", "cache")), outputs)
+
+
+def _finite_time(raw: Any, name: str) -> float:
+    """A cached entry's time (epoch seconds): a finite number, else ValueError."""
+    try:
+        value = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else math.nan
+    except OverflowError:  # an integer beyond float's range
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"cached token: {name} is not a finite number")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -86,7 +153,7 @@ def masked_url(url: str, secrets: tuple[str, ...] = ()) -> str:
     return redact_string(url, secrets) if secrets else url  # a secret may stand in the path too
 
 
-def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = 200) -> str:
+def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = EXCERPT_CHARS) -> str:
     """A short, redacted, single-line excerpt of a response body."""
     text = body[: limit * 4].decode("utf-8", "replace")
     text = " ".join(redact_string(text, secrets).split())
@@ -97,16 +164,29 @@ def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = 200) -> str:
 # Reading the token response
 
 
-def _json(response: HttpResponse, account: ConnectedAccount, location: str) -> Any:
+def _json(
+    response: HttpResponse, account: ConnectedAccount, location: str, what: str = "Token location"
+) -> Any:
+    hint = (
+        "if the whole answer is the token, set access_response_path to 'text'"
+        if what == "Token location"
+        else "if the whole answer is the value, set its location to 'text'"
+    )
     try:
         return json.loads(response.body.decode("utf-8"))
+    except RecursionError:  # the decoder recurses once a level: 100,000 `[` exhaust the stack
+        raise TokenResponseError(
+            f"{what} {location!r} is a JSON path, but the token endpoint "
+            f"{masked_url(account.token_request.url, account.secrets)} answered JSON nested too deeply "
+            f"to read ({len(response.body)} bytes, not quoted)"
+        ) from None
     except (UnicodeDecodeError, ValueError):
         ctype = response.headers.get("content-type", "no content type")
         raise TokenResponseError(
-            f"Token location {location!r} is a JSON path, but the token endpoint "
+            f"{what} {location!r} is a JSON path, but the token endpoint "
             f"{masked_url(account.token_request.url, account.secrets)} answered {ctype} that is not JSON "
             f"({len(response.body)} bytes, not quoted: a successful answer may hold the token itself; "
-            "if the whole answer is the token, set access_response_path to 'text')"
+            f"{hint})"
         ) from None
 
 
@@ -134,17 +214,31 @@ def _shape(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _extract_value(account: ConnectedAccount, response: HttpResponse) -> tuple[str, Any]:
-    """The raw token and the parsed JSON body (if the location is a JSON path)."""
-    location = account.response_path
-    where = f"token location {location!r} (access_response_path)"
+class _Answer:
+    """A token answer whose JSON body is parsed once, by the first location that needs it."""
+
+    def __init__(self, account: ConnectedAccount, response: HttpResponse) -> None:
+        self.account = account
+        self.response = response
+        self.data: Any = None  # the parsed body, once a location has needed it
+
+    def json(self, location: str, what: str) -> Any:
+        if self.data is None:
+            self.data = _json(self.response, self.account, location, what)
+        return self.data
+
+
+def _locate(answer: _Answer, location: str, where: str, what: str) -> Any:
+    """The raw value at `location` (the syntax of `access_response_path`); `where` and `what` name it
+    in errors ("token location 'x' (access_response_path)", "Token location")."""
+    response = answer.response
     if location.startswith("header:"):
         name = location.split(":", 1)[1].strip().lower()
         value: Any = response.headers.get(name)
         if value is None:
             names = ", ".join(sorted(response.headers)) or "none"
             raise TokenResponseError(f"The {where}: the response has no header {name!r}; headers: {names}")
-        return value, None
+        return value
     if location.startswith("cookie:"):
         name = location.split(":", 1)[1].strip()
         value = response.cookies.get(name)
@@ -153,68 +247,227 @@ def _extract_value(account: ConnectedAccount, response: HttpResponse) -> tuple[s
             raise TokenResponseError(
                 f"The {where}: the response sets no cookie {name!r}; cookies set: {names}"
             )
-        return value, None
+        return value
     if location == "text":
-        return response.body.decode("utf-8", "replace").strip(), None
-    data = _json(response, account, location)
-    found, value, stopped = _walk(data, location)
+        return response.body.decode("utf-8", "replace").strip()
+    found, value, stopped = _walk(answer.json(location, what), location)
     if not found:
         at = f" at {stopped!r}" if stopped else ""
         raise TokenResponseError(f"The {where} is not in the response; it holds {_shape(value)}{at}")
-    return value, data
+    return value
 
 
-def _jwt_exp(token: str) -> float | None:
+def _read_outputs(account: ConnectedAccount, answer: _Answer, limits: TokenLimits) -> dict[str, str]:
+    """The additional outputs (`access_outputs`): each must be there, as sendable as the token."""
+    outputs: dict[str, str] = {}
+    in_headers = account.header_slots
+    for name, location in account.outputs:
+        where = f"output {name!r} at {location!r} (access_outputs)"
+        _check_size(account, answer.response, limits, location, f"The {where}")
+        value = _locate(answer, location, where, f"Output {name!r} location")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise TokenResponseError(f"The {where} holds {_shape(value)}, expected text")
+        if not value.strip():
+            raise TokenResponseError(f"The {where} holds an empty value")
+        value = value.strip()
+        header = f"{{{name}}} is sent in a header" if name in in_headers else None
+        _check_sendable(value, f"The {where}", limits, header, noun="value")
+        outputs[name] = value
+    return outputs
+
+
+def _as_finite(value: int | float) -> float | None:
+    """`value` as a finite float; None for NaN, an infinity, or an integer too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:  # 10**400 is a valid JSON number
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _not_finite(value: int | float) -> str:
+    """How an error names a number that `_as_finite` refused (never hundreds of digits)."""
+    return repr(value) if isinstance(value, float) else "a number too large to be a time"
+
+
+def _jwt_exp(token: str, location: str) -> float | None:
+    """The `exp` claim of a JWT (epoch seconds), or None when the token is not a JWT or has none."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
         padded = parts[1] + "=" * (-len(parts[1]) % 4)
         claims = json.loads(base64.urlsafe_b64decode(padded))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
-        return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    number = _as_finite(exp)
+    if number is None:
+        raise TokenResponseError(
+            f"The token at token location {location!r} (access_response_path) is a JWT whose exp claim "
+            f"holds {_not_finite(exp)}, expected a finite epoch time (the token is not quoted)"
+        )
+    return number
 
 
-def _expiry(value: Any, now: float, location: str) -> float:
-    """Absolute expiry from a lifetime in seconds, an epoch time, or an ISO-8601 date-time."""
-    number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+def _expiry(
+    value: Any, now: float, location: str, offset: float = 0.0, http_date: bool = False
+) -> tuple[float, bool]:
+    """When the token expires (our clock), from a lifetime in seconds or an absolute time.
+
+    An absolute time (epoch seconds, or an ISO-8601 date-time; with `http_date`, as a header value, an
+    HTTP date too) is the server's: `offset` is how far its clock is ahead of ours. Returns the expiry and
+    whether it was absolute.
+    """
+    where = f"The expiry location {location!r} (access_expiry_path)"
+    if isinstance(value, str):
+        text = value.strip()
         try:
-            number = float(value.strip())
+            value = float(text)
         except ValueError:
+            parsed: datetime | None
             try:
-                parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError:
+                parsed = _http_date(text) if http_date else None
+            if parsed is None:
+                dates = "an ISO-8601 or HTTP date-time" if http_date else "an ISO-8601 date-time"
                 raise TokenResponseError(
-                    f"The expiry location {location!r} (access_expiry_path) holds text that is neither a "
-                    "number of seconds nor an ISO-8601 date-time"
+                    f"{where} holds text that is neither a number of seconds nor {dates}"
                 ) from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
+            return parsed.timestamp() - offset, True
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TokenResponseError(
+            f"{where} holds {_shape(value)}, expected a number of seconds, an epoch time or an ISO-8601 "
+            "date-time"
+        )
+    number = _as_finite(value)
     if number is None:
         raise TokenResponseError(
-            f"The expiry location {location!r} (access_expiry_path) holds {_shape(value)}, "
-            "expected a number of seconds, an epoch time or an ISO-8601 date-time"
+            f"{where} holds {_not_finite(value)}, expected a finite number of seconds, an epoch time or an "
+            "ISO-8601 date-time"
         )
-    if not math.isfinite(number):
+    if number >= EPOCH_THRESHOLD:
+        return number - offset, True
+    return now + number, False
+
+
+def _http_date(text: str) -> datetime | None:
+    """An HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`), or None."""
+    try:
+        return parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _server_offset(response: HttpResponse, now: float) -> float:
+    """How far the server's clock (its `Date` header) is ahead of ours; 0 within `CLOCK_TOLERANCE`."""
+    raw = response.headers.get("date")
+    if not raw:
+        return 0.0
+    try:
+        date = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    offset = date.timestamp() - now
+    return offset if abs(offset) > CLOCK_TOLERANCE else 0.0
+
+
+def _clamp(expires_at: float, now: float, limits: TokenLimits) -> tuple[float, str]:
+    """Keep a token's lifetime within [MIN_TOKEN_LIFETIME, max_token_lifetime]; says how it was kept."""
+    lifetime = expires_at - now
+    if not lifetime >= MIN_TOKEN_LIFETIME:
+        return now + MIN_TOKEN_LIFETIME, f" (raised to the minimum of {MIN_TOKEN_LIFETIME:g} s)"
+    if lifetime > limits.max_token_lifetime:
+        return (
+            now + limits.max_token_lifetime,
+            f" (capped by max_token_lifetime, {limits.max_token_lifetime:g} s)",
+        )
+    return expires_at, ""
+
+
+def _check_size(
+    account: ConnectedAccount,
+    response: HttpResponse,
+    limits: TokenLimits,
+    location: str | None = None,
+    where: str | None = None,
+) -> None:
+    """A location in the body (JSON path or text) reads at most `max_token_response_bytes`."""
+    location = account.response_path if location is None else location
+    where = f"The token location {location!r} (access_response_path)" if where is None else where
+    if location.startswith(("header:", "cookie:")) or len(response.body) <= limits.max_token_response_bytes:
+        return
+    raise TokenResponseError(
+        f"{where} was not read: the token endpoint "
+        f"{masked_url(account.token_request.url, account.secrets)} answered more than "
+        f"{limits.max_token_response_bytes} bytes ([custom_token] max_token_response_bytes), "
+        "and was not read further"
+    )
+
+
+def _check_token(account: ConnectedAccount, value: str, limits: TokenLimits) -> None:
+    """A token must be sendable as is: of bounded size, text that a header or a URL carries. Never quoted."""
+    where = f"The token location {account.response_path!r} (access_response_path)"
+    header = "inject_as is header" if account.inject_as == "header" else None
+    _check_sendable(value, where, limits, header)
+
+
+def _check_sendable(
+    value: str, where: str, limits: TokenLimits, header: str | None, noun: str = "token"
+) -> None:
+    """`value` (a token, or an output) is of bounded size and text that a header or a URL carries
+    (`header`: why it travels in a header, where only ASCII goes). Never quoted."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limits.max_token_bytes:
         raise TokenResponseError(
-            f"The expiry location {location!r} (access_expiry_path) holds {number}, "
-            "expected a finite number of seconds, an epoch time or an ISO-8601 date-time"
+            f"{where} holds a {noun} of {size} bytes, more than [custom_token] max_token_bytes "
+            f"({limits.max_token_bytes}; the {noun} is not quoted): check that the location points at the "
+            f"{noun}, or raise max_token_bytes if the API issues {noun}s that long"
         )
-    return number if number >= EPOCH_THRESHOLD else now + number
+    bad = _UNSENDABLE.search(value)
+    if bad is not None:
+        char = bad.group()
+        what = (
+            "a line break (CR or LF)"
+            if char in _LINE_BREAKS
+            else "an unpaired surrogate"
+            if "\ud800" <= char <= "\udfff"
+            else "a control character"
+        )
+        raise TokenResponseError(
+            f"{where} holds a {noun} that cannot be sent: it contains {what} (the {noun} is not quoted); "
+            f"a {noun} must be printable text to travel in a header or a URL"
+        )
+    if header is not None and not value.isascii():
+        raise TokenResponseError(
+            f"{where} holds a {noun} with characters other than ASCII (the {noun} is not quoted), which a "
+            f"header cannot carry ({header})"
+        )
 
 
-def read_token(account: ConnectedAccount, response: HttpResponse, now: float | None = None) -> Token:
+def read_token(
+    account: ConnectedAccount,
+    response: HttpResponse,
+    now: float | None = None,
+    limits: TokenLimits | None = None,
+) -> Token:
     """Turn the token endpoint's answer into a Token, or raise a precise, secret-free error."""
     now = time.time() if now is None else now
+    limits = TokenLimits() if limits is None else limits
     check_status(account, response)
-    value, data = _extract_value(account, response)
+    _check_size(account, response, limits)
     location = account.response_path
+    answer = _Answer(account, response)
+    value = _locate(answer, location, f"token location {location!r} (access_response_path)", "Token location")
     if not isinstance(value, str):
         raise TokenResponseError(
             f"The token location {location!r} (access_response_path) holds {_shape(value)}, expected text"
@@ -224,20 +477,35 @@ def read_token(account: ConnectedAccount, response: HttpResponse, now: float | N
             f"The token location {location!r} (access_response_path) holds an empty token"
         )
     value = value.strip()
+    _check_token(account, value, limits)
+    outputs = _read_outputs(account, answer, limits)
+    offset = _server_offset(response, now)
     expires_at: float | None = None
+    absolute = False
     source = "default lifetime (access_lifetime)"
-    if data is not None and account.expiry_path:
-        found, raw, _ = _walk(data, account.expiry_path)
+    expiry_path = account.expiry_path
+    if expiry_path.startswith("header:"):
+        header = response.headers.get(expiry_path.split(":", 1)[1].strip().lower())
+        if header is not None and header.strip():
+            expires_at, absolute = _expiry(header, now, expiry_path, offset, http_date=True)
+            source = f"expiry location {expiry_path!r}"
+    elif answer.data is not None and expiry_path:  # a JSON path, in a body a location has parsed
+        found, raw, _ = _walk(answer.data, expiry_path)
         if found and raw is not None:
-            expires_at = _expiry(raw, now, account.expiry_path)
-            source = f"expiry location {account.expiry_path!r}"
+            expires_at, absolute = _expiry(raw, now, expiry_path, offset)
+            source = f"expiry location {expiry_path!r}"
     if expires_at is None:
-        exp = _jwt_exp(value)
+        exp = _jwt_exp(value, location)
         if exp is not None:
-            expires_at, source = exp, "JWT exp claim"
+            expires_at, absolute, source = exp - offset, True, "JWT exp claim"
     if expires_at is None:
         expires_at = now + account.default_lifetime
-    return Token(value=value, expires_at=expires_at, obtained_at=now, expiry_source=source)
+    if absolute and offset:
+        source += f" (read against the server's clock, {offset:+.0f} s from ours)"
+    expires_at, kept = _clamp(expires_at, now, limits)
+    return Token(
+        value=value, expires_at=expires_at, obtained_at=now, expiry_source=source + kept, outputs=outputs
+    )
 
 
 def check_status(account: ConnectedAccount, response: HttpResponse) -> None:
@@ -284,16 +552,85 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def transport_error(request: HttpRequest, exc: BaseException, secrets: tuple[str, ...]) -> TokenRequestError:
-    """A retryable error for a token request that got no answer (connection error, timeout)."""
+def transport_error(
+    request: HttpRequest, exc: BaseException, secrets: tuple[str, ...], hint: str = ""
+) -> TokenRequestError:
+    """A retryable error for a token request that got no answer (connection error, timeout).
+
+    `hint` ends the message: what the failure most likely means (`transport.tls_hint`).
+    """
     kind = "timed out" if "timeout" in type(exc).__name__.lower() else "could not connect"
     # urllib3 quotes the URL it could not reach, query included: a GET token request's credentials.
     detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_string(str(exc), secrets))[:200]
     return TokenRequestError(
         f"Token request failed: {request.method} {masked_url(request.url, secrets)} {kind} "
-        f"({type(exc).__name__}: {detail})",
+        f"({type(exc).__name__}: {detail}){hint}",
         retryable=True,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading a token answer, bounded (one policy, fed by either transport)
+
+
+class BoundedBody:
+    """Reads the body of a token answer within the flow's bounds; each transport feeds it its chunks.
+
+    Create it as the request is sent: from then on `request.timeout` bounds the whole request (the
+    answer's head and all of its body), not each read. `read` (or `aread`) takes the body's chunks as
+    they arrive, decompressed, and keeps:
+
+    - of an error answer (status 300 or more), only what its error message quotes (`ERROR_BODY_BYTES`);
+    - of a successful answer, at most `max_token_response_bytes` + 1 bytes: the one byte too many tells
+      `read_token` that the answer is too large, and nothing more is read.
+
+    Past the deadline it raises a retryable `TokenRequestError` that says the request timed out. The
+    transport closes the connection of an answer it did not read to the end.
+    """
+
+    def __init__(
+        self, request: HttpRequest, limits: TokenLimits | None = None, secrets: tuple[str, ...] = ()
+    ) -> None:
+        self.request = request
+        self.limits = TokenLimits() if limits is None else limits
+        self.secrets = secrets
+        self.deadline = time.monotonic() + request.timeout if request.timeout else math.inf
+
+    def limit(self, status: int) -> int:
+        """How many bytes of the body of an answer with `status` to read at most."""
+        return ERROR_BODY_BYTES if status >= 300 else self.limits.max_token_response_bytes + 1
+
+    def check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise transport_error(
+                self.request,
+                TimeoutError(f"the answer did not end within the {self.request.timeout:g} s timeout"),
+                self.secrets,
+            )
+
+    def read(self, status: int, chunks: Iterable[bytes]) -> bytes:
+        body, limit = bytearray(), self.limit(status)
+        self.check_deadline()
+        for chunk in chunks:
+            if not self._take(body, chunk, limit):
+                break
+        return bytes(body)
+
+    async def aread(self, status: int, chunks: AsyncIterable[bytes]) -> bytes:
+        body, limit = bytearray(), self.limit(status)
+        self.check_deadline()
+        async for chunk in chunks:
+            if not self._take(body, chunk, limit):
+                break
+        return bytes(body)
+
+    def _take(self, body: bytearray, chunk: bytes, limit: int) -> bool:
+        """Keep what fits of `chunk`; whether to read on."""
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            return False
+        self.check_deadline()
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,8 +646,13 @@ class RetryPolicy:
 
     def wait(self, attempt: int, error: BaseException | None) -> float:
         """Exponential backoff with full jitter; a Retry-After is honoured up to its cap."""
-        if isinstance(error, TokenRequestError) and error.retry_after is not None:
-            return min(error.retry_after, self.retry_after_max)
+        retry_after = error.retry_after if isinstance(error, TokenRequestError) else None
+        return self.delay(attempt, retry_after)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number `attempt` (from 1): Retry-After up to its cap, else backoff."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max)
         ceiling = min(self.wait_max, self.wait_base * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 

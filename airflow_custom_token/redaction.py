@@ -1,13 +1,15 @@
 """Keeping live tokens out of logs, XCom, exceptions and events.
 
-Airflow's secrets masker is told about every token (`register`), but it redacts nothing under
-`airflow dags test` and never touches XCom, so the provider also replaces every form of a secret it
-knows (raw, URL-encoded, form-encoded) with `***` itself (`redact`).
+Airflow's secrets masker is told about every token (`register`), in every form (raw, URL-encoded,
+form-encoded), but it redacts nothing under `airflow dags test` and never touches XCom, so the provider
+also replaces every form of a secret it knows with `***` itself (`redact`). With the first secret, a
+logging filter goes on the HTTP clients' loggers (`HTTP_LOGGERS`): urllib3's DEBUG lines quote each URL.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -36,6 +38,8 @@ def remember(*secrets: str) -> list[str]:
                 new.append(secret)
         while len(_known) > _MAX_KNOWN:
             _known.pop(next(iter(_known)))
+    if new and not _filter_installed:
+        install_log_filter()
     return new
 
 
@@ -44,24 +48,87 @@ def known() -> list[str]:
         return list(_known)
 
 
-def register(*secrets: str) -> None:
-    """Remember secrets and tell Airflow's secrets masker (when Airflow's SDK is importable)."""
-    for secret in remember(*secrets):
+def masker_forms(secrets: Iterable[str]) -> list[str]:
+    """What Airflow's masker is told for these secrets: each in every form (`forms`), once.
+
+    Its regex matches text as written: a token in a URL appears percent-encoded (`+` as `%2B`).
+    """
+    return list(dict.fromkeys(form for secret in secrets for form in sorted(forms(secret))))
+
+
+# -- the HTTP clients' logs ----------------------------------------------------------------------------
+#: Loggers whose records may quote a secret: urllib3's DEBUG lines quote each request's URL (a token in
+#: its query, the client secret of a GET token request), its retry and redirect lines too.
+HTTP_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.poolmanager",
+    "urllib3.util.retry",
+    "urllib3.connection",
+    "urllib3.response",
+    "aiohttp.client",
+    "aiohttp.internal",
+)
+_filter_installed = False
+
+
+class SecretsFilter(logging.Filter):
+    """Masks every secret this process knows (in every form) in a record's message, before any handler.
+
+    A record without one is left as it is; one with one gets its message formatted and masked (no
+    `args` left to format). Costs nothing while its loggers are not enabled at the record's level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        pool = known()
+        if not pool:
+            return True
         try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:  # pragma: no cover - used without Airflow
-            return
-        mask_secret(secret)
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it when it is emitted
+            return True
+        masked = _mask(message, _patterns(tuple(pool)))
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+_FILTER = SecretsFilter()
+
+
+def install_log_filter() -> None:
+    """Put `SecretsFilter` on the HTTP clients' loggers (`HTTP_LOGGERS`): done with the first secret."""
+    global _filter_installed
+    for name in HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    _filter_installed = True
+
+
+def register(*secrets: str) -> None:
+    """Remember secrets and tell Airflow's secrets masker (when Airflow is installed)."""
+    new = remember(*secrets)
+    if not new:
+        return
+    try:
+        from airflow_custom_token import compat
+    except ImportError:  # pragma: no cover - used without Airflow
+        return
+    for form in masker_forms(new):
+        compat.mask_secret(form)
 
 
 async def aregister(*secrets: str) -> None:
-    """`register` for async code (the triggerer): uses the masker's async form."""
-    for secret in remember(*secrets):
-        try:
-            from airflow.sdk.log import amask_secret
-        except ImportError:  # pragma: no cover
-            return
-        await amask_secret(secret)
+    """`register` for async code (the triggerer): never blocks the event loop, never a silent no-op."""
+    new = remember(*secrets)
+    if not new:
+        return
+    try:
+        from airflow_custom_token import compat
+    except ImportError:  # pragma: no cover - used without Airflow
+        return
+    for form in masker_forms(new):
+        await compat.amask_secret(form)
 
 
 @functools.lru_cache(maxsize=256)

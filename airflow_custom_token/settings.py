@@ -1,67 +1,87 @@
-"""The provider's own config section, `[custom_token]` (see get_provider_info), read with safe fallbacks."""
+"""The provider's own config section, `[custom_token]`: typed settings, read with safe fallbacks.
+
+The options (name, type, default, minimum) are declared once, in `airflow_custom_token.fields.OPTIONS`:
+`Settings()` holds their defaults, `load_settings()` reads them from Airflow's configuration (through
+`airflow_custom_token.compat.config_get`) and parses them by the table.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from airflow_custom_token.fields import CONFIG_SECTION, OPTIONS, REALMS, option_default
 from airflow_custom_token.flow import RetryPolicy
-from airflow_custom_token.spec import DEFAULT_REDIRECT_URIS
 
-SECTION = "custom_token"
+SECTION = CONFIG_SECTION
+
+# Options that `Settings` holds grouped rather than as an attribute of their own name.
+_REDIRECT_URI_OPTIONS = {realm: f"redirect_uri_{realm}" for realm in REALMS}
+_RETRY_OPTIONS = {
+    "retries": "token_request_retries",
+    "wait_max": "retry_wait_max",
+    "retry_after_max": "retry_after_max",
+}
 
 
-@dataclass(frozen=True)
-class Settings:
-    redirect_uris: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REDIRECT_URIS))
-    host_cache: bool = False
-    cache_dir: str = ""
-    refresh_margin: float = 60.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    token_request_timeout: float = 30.0
+def _default_redirect_uris() -> dict[str, str]:
+    return {realm: option_default(name) for realm, name in _REDIRECT_URI_OPTIONS.items()}
+
+
+def _default_retry() -> RetryPolicy:
+    return RetryPolicy(**{arg: option_default(name) for arg, name in _RETRY_OPTIONS.items()})
 
 
 def _airflow_home() -> str:
     return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
 
 
+def default_cache_dir() -> str:
+    """Where the host cache lives when `cache_dir` is empty: `$AIRFLOW_HOME/custom_token_cache`."""
+    return os.path.join(_airflow_home(), "custom_token_cache")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """`[custom_token]`, typed. Every default is the option table's (`fields.OPTIONS`)."""
+
+    redirect_uris: Mapping[str, str] = field(default_factory=_default_redirect_uris)
+    host_cache: bool = option_default("host_cache")
+    cache_dir: str = option_default("cache_dir")  # empty: default_cache_dir()
+    refresh_margin: float = option_default("refresh_margin")
+    retry: RetryPolicy = field(default_factory=_default_retry)
+    token_request_timeout: float = option_default("token_request_timeout")
+    max_token_response_bytes: int = option_default("max_token_response_bytes")
+    max_token_bytes: int = option_default("max_token_bytes")
+    max_token_lifetime: float = option_default("max_token_lifetime")
+    shared_cache_conn_id: str = option_default("shared_cache_conn_id")  # empty: no shared cache
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_dir", self.cache_dir.strip() or default_cache_dir())
+
+
 def load_settings() -> Settings:
-    """Read `[custom_token]` from Airflow's configuration (env `AIRFLOW__CUSTOM_TOKEN__*` included)."""
-    try:
-        import airflow  # noqa: F401
-    except ImportError:  # pragma: no cover - used without Airflow
+    """Read `[custom_token]` from Airflow's configuration (env `AIRFLOW__CUSTOM_TOKEN__*` included).
+
+    A number that is not one, or is below its minimum, raises `ValueError` naming the option.
+    """
+    if importlib.util.find_spec("airflow") is None:  # pragma: no cover - used without Airflow
         return Settings()
     from airflow_custom_token.compat import config_get
 
-    def get(option: str, default: str) -> str:
-        value = config_get(SECTION, option, default)
-        return default if value is None else value
-
-    def number(option: str, default: float, minimum: float = 0.0) -> float:
-        raw = get(option, str(default))
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"[{SECTION}] {option}: expected a number, found {raw!r}") from None
-        if value < minimum:
-            raise ValueError(f"[{SECTION}] {option}: expected a number >= {minimum}, found {raw!r}")
-        return value
-
-    uris = {realm: get(f"redirect_uri_{realm}", uri) for realm, uri in DEFAULT_REDIRECT_URIS.items()}
-    return Settings(
-        redirect_uris=uris,
-        host_cache=get("host_cache", "True").strip().lower() in ("true", "1", "yes", "on"),
-        cache_dir=get("cache_dir", "").strip() or os.path.join(_airflow_home(), "custom_token_cache"),
-        refresh_margin=number("refresh_margin", 60.0),
-        retry=RetryPolicy(
-            retries=int(number("token_request_retries", 3)),
-            wait_max=number("retry_wait_max", 30.0),
-            retry_after_max=number("retry_after_max", 60.0),
-        ),
-        token_request_timeout=number("token_request_timeout", 30.0, minimum=0.001),
-    )
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = config_get(SECTION, option.name, option.default)
+        values[option.name] = option.parse(option.default if raw is None else raw)
+    redirect_uris = {realm: values.pop(name) for realm, name in _REDIRECT_URI_OPTIONS.items()}
+    retry = RetryPolicy(**{arg: values.pop(name) for arg, name in _RETRY_OPTIONS.items()})
+    unheld = sorted(set(values) - {f.name for f in fields(Settings)})
+    if unheld:  # a new option in the table needs its attribute here
+        raise TypeError(f"fields.OPTIONS declares {unheld}, which settings.Settings holds no attribute for")
+    return Settings(redirect_uris=redirect_uris, retry=retry, **values)
 
 
 def airflow_fernet() -> Any:

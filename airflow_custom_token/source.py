@@ -1,4 +1,5 @@
-"""Where a connected account's token comes from: the caches, else one fetch under the retry policy.
+"""Where a connected account's token comes from: the caches (process, host, shared), else one fetch under
+the retry policy.
 
 `TokenSource` is shared by the sync hook and the async trigger. The only thing they bring is `send`:
 a function that carries an `HttpRequest` over the wire and returns an `HttpResponse` (or raises
@@ -7,22 +8,32 @@ a function that carries an `HttpRequest` over the wire and returns an `HttpRespo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
+import importlib
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from airflow_custom_token import redaction
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
-from airflow_custom_token.flow import HttpResponse, Token, read_token
+from airflow_custom_token.cache.host import resolved_host_store
+from airflow_custom_token.cache.process import LEASE_SLACK
+from airflow_custom_token.flow import HttpResponse, Token, TokenLimits, read_token
 from airflow_custom_token.settings import FernetFactory, Settings, airflow_fernet
 from airflow_custom_token.spec import ConnectedAccount, HttpRequest
+
+if TYPE_CHECKING:
+    from airflow_custom_token.cache.shared import SharedStore
 
 Send = Callable[[HttpRequest], HttpResponse]
 AsyncSend = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class TokenSource:
-    """Tokens for one connected account, cached per process and (optionally) per host."""
+    """Tokens for one connected account, cached per process and (optionally) per host and per cluster."""
 
     def __init__(
         self,
@@ -37,6 +48,7 @@ class TokenSource:
         self.cache = cache
         self.key = account.cache_key
         self.margin = settings.refresh_margin
+        self.limits = TokenLimits.from_settings(settings)  # bounds on a token answer
         self._fernet = fernet
         self._store: HostStore | None = None
         self._store_resolved = False
@@ -45,6 +57,8 @@ class TokenSource:
         if request.timeout is None:
             request = dataclasses.replace(request, timeout=settings.token_request_timeout)
         self.request = request
+        # the shared cache's lease: how long other hosts wait for this host's token request at most
+        self.lease = float(request.timeout or settings.token_request_timeout) + LEASE_SLACK
 
     def __repr__(self) -> str:
         return f"<TokenSource {self.account.describe()} key={self.key}>"
@@ -52,20 +66,52 @@ class TokenSource:
     @property
     def store(self) -> HostStore | None:
         if not self._store_resolved:
-            self._store_resolved = True
             if self.settings.host_cache:
                 self._store = host_store(self.settings.cache_dir, self._fernet)
+            self._store_resolved = True
         return self._store
 
+    def shared(self) -> SharedStore | None:
+        """The shared cache (Redis), when `[custom_token] shared_cache_conn_id` names one."""
+        conn_id = self.settings.shared_cache_conn_id.strip()
+        if not conn_id:
+            return None
+        from airflow_custom_token.cache.shared import shared_store
+
+        return shared_store(conn_id, self._fernet)
+
+    async def ashared(self) -> SharedStore | None:
+        conn_id = self.settings.shared_cache_conn_id.strip()
+        if not conn_id:
+            return None
+        name = "airflow_custom_token.cache.shared"
+        shared = sys.modules.get(name)
+        if shared is None or getattr(getattr(shared, "__spec__", None), "_initializing", False):
+            shared = await asyncio.to_thread(importlib.import_module, name)  # never on the event loop
+        store: SharedStore | None = await shared.ashared_store(conn_id, self._fernet)
+        return store
+
     def secrets(self, token: Token) -> tuple[str, ...]:
-        """Every string that must never be shown: the token, its injected form, the account's secrets."""
-        return (token.value, self.account.injection_value(token.value), *self.account.secrets)
+        """Every string that must never be shown: the token, its additional outputs, their injected
+        forms, the account's secrets."""
+        return (*self.account.token_values(token.value, token.outputs), *self.account.secrets)
+
+    def usable(self, token: Token | None) -> bool:
+        """A cached token that this account can use: one cached without the outputs it reads (by an
+        older version) is not, and is replaced."""
+        return token is not None and self.account.has_outputs(token.outputs)
 
     # -- sync -----------------------------------------------------------------------------------
     def get(self, send: Send) -> Token:
         token = self.cache.peek(self.key, self.margin)
-        if token is None:
-            token = self.cache.get(self.key, lambda: self._fetch(send), self.margin, self.store)
+        for _ in range(3):  # a token without the outputs is discarded: the next is fetched, or another's
+            if self.usable(token):
+                break
+            if token is not None:
+                self.discard(token)
+            fetch = functools.partial(self._fetch, send)
+            token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
+        assert token is not None
         if token.value != self._registered:  # another source (same key, other template) may have fetched it
             redaction.register(*self.secrets(token))
             self._registered = token.value
@@ -76,19 +122,27 @@ class TokenSource:
 
         for attempt in tenacity.Retrying(**self.settings.retry.tenacity_options()):
             with attempt:
-                token = read_token(self.account, send(self.request), time.time())
+                token = read_token(self.account, send(self.request), time.time(), self.limits)
         redaction.register(*self.secrets(token))
         return token
 
     def discard(self, token: Token | None) -> None:
-        """Drop `token` if it is still the cached one (None: drop whatever is cached)."""
-        self.cache.discard(self.key, token, self.store)
+        """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
+        self.cache.discard(self.key, token, self.store, self.shared())
 
     # -- async ----------------------------------------------------------------------------------
     async def aget(self, send: AsyncSend) -> Token:
         token = self.cache.peek(self.key, self.margin)
-        if token is None:
-            token = await self.cache.aget(self.key, lambda: self._afetch(send), self.margin, self.store)
+        for _ in range(3):  # as in `get`
+            if self.usable(token):
+                break
+            if token is not None:
+                await self.adiscard(token)
+            store = await self.astore()
+            shared = await self.ashared()
+            afetch = functools.partial(self._afetch, send)
+            token = await self.cache.aget(self.key, afetch, self.margin, store, shared, self.lease)
+        assert token is not None
         if token.value != self._registered:
             await redaction.aregister(*self.secrets(token))
             self._registered = token.value
@@ -99,11 +153,19 @@ class TokenSource:
 
         async for attempt in tenacity.AsyncRetrying(**self.settings.retry.tenacity_options()):
             with attempt:
-                token = read_token(self.account, await send(self.request), time.time())
+                token = read_token(self.account, await send(self.request), time.time(), self.limits)
         await redaction.aregister(*self.secrets(token))
         return token
 
     async def adiscard(self, token: Token | None) -> None:
-        import asyncio
+        await self.cache.adiscard(self.key, token, await self.astore(), await self.ashared())
 
-        await asyncio.to_thread(self.discard, token)
+    async def astore(self) -> HostStore | None:
+        """`store` for the event loop: its first use (Airflow's Fernet, the directory) in a worker thread."""
+        if self._store_resolved or not self.settings.host_cache:
+            return self.store
+        found, store = resolved_host_store(self.settings.cache_dir, self._fernet)
+        if found:  # another source of this process resolved it: no worker thread needed
+            self._store, self._store_resolved = store, True
+            return store
+        return await asyncio.to_thread(lambda: self.store)

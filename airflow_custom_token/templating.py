@@ -6,7 +6,11 @@ text, so JSON in a field is left alone. Where a value lands decides how it is tr
 - in plain text (headers, parameters sent through an HTTP client, templates): as is;
 - in the host part of a URL: it must be a host name (letters, digits, `-`, `.`), so a parameter
   cannot send requests to another site;
-- in the path, query or fragment of a URL: percent-encoded, so it cannot add segments or parameters.
+- in the path, query or fragment of a URL: percent-encoded, so it cannot add segments or parameters;
+  and a path segment it makes `.` or `..` is refused, since clients and servers resolve such a segment
+  away (`/api/tenants/{tenant}/v1` with `..` would be `/api/v1`). Encoding the dots does not help:
+  `%2E%2E` is `..` by RFC 3986, and requests (which unquotes unreserved characters), yarl and many
+  servers decode it before resolving the path.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from airflow_custom_token.errors import PlaceholderError
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+DOT_SEGMENTS = frozenset({".", ".."})
 _CONTROL = re.compile(r"[\r\n\x00]")
 
 
@@ -84,7 +90,33 @@ def render_url(template: str, values: Mapping[str, str], field: str) -> str:
                 ) from None
         last = match.end()
     out.append(template[last:])
-    return "".join(out)
+    url = "".join(out)
+    _refuse_dot_segments(template, url, field)
+    return url
+
+
+def _path_segments(url: str) -> list[str]:
+    """The path segments of a URL (absolute, or a path), without its query and fragment."""
+    authority = _AUTHORITY.match(url)
+    path = url[authority.end() if authority else 0 :]
+    return re.split(r"[?#]", path, maxsplit=1)[0].split("/")
+
+
+def _refuse_dot_segments(template: str, url: str, field: str) -> None:
+    """A path segment that placeholders make `.` or `..` would be resolved away: refuse it.
+
+    Rendered values hold no `/`, `?` or `#` (host values are host names, others are percent-encoded),
+    so the template's path segments and the URL's correspond one to one.
+    """
+    for wanted, got in zip(_path_segments(template), _path_segments(url), strict=False):
+        names = placeholders(wanted)
+        if names and got in DOT_SEGMENTS:
+            raise PlaceholderError(
+                field,
+                f"placeholder {{{names[0]}}} turns the URL path segment {wanted!r} into {got!r}, which "
+                "HTTP clients and servers resolve away (removing a path segment); a value in a URL path "
+                "must not be '.' or '..'",
+            )
 
 
 def render_object(obj: Any, values: Mapping[str, str], field: str) -> Any:

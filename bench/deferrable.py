@@ -6,13 +6,21 @@ seconds, all in one event loop, as in a triggerer. When the trigger class is not
 pattern is driven with `AsyncCustomTokenClient` directly (`driver: client`).
 
 A ticker task sleeps 10 ms in a loop and records how late it wakes up: the event loop's lag. Anything
-that blocks the loop (file locks, imports, CPU-heavy work on the loop thread) shows up there.
+that blocks the loop (file locks, imports, CPU-heavy work on the loop thread) shows up there. It also
+samples the process's resident memory: the peak while the triggers wait, less the memory before they
+started, divided by their number, is the memory per waiting trigger (imports the run does on its own,
+such as aiohttp when it is not preimported, count too).
+
+When the environment names a Redis connection in `[custom_token] shared_cache_conn_id` (the shared-cache
+scenario of bench.run does, with its own redis-server), the triggers read the token through the shared
+cache's async client; the result says so (`shared_cache`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 import threading
@@ -27,6 +35,16 @@ from bench.common import CONN_ID, ScenarioConfig, median, percentile, scenario_m
 TICK = 0.010
 STALL = 0.020  # the loop is "stalled" when the ticker is this much later than its 10 ms
 SAMPLE = 0.002
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """The process's resident memory (Linux: /proc/self/statm), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class StallSampler(threading.Thread):
@@ -205,13 +223,18 @@ def client_waiters(
     return [waiter(i) for i in range(count)]
 
 
-async def measure(waiters: list[Callable[[], Awaitable[Any]]]) -> dict[str, Any]:
+async def measure(waiters: list[Callable[[], Awaitable[Any]]], stagger: float = 0.0) -> dict[str, Any]:
+    """Run every waiter in one loop; with `stagger`, waiter i starts i * stagger / len(waiters) s late
+    (triggers arriving one after another, as tasks defer), else all start at once (a triggerer that
+    restarts and picks up all of them)."""
     lags: list[tuple[float, float]] = []  # (seconds since start, lag)
     busy: list[float] = []  # the loop thread's CPU time over each tick, less nothing: work done meanwhile
     done = asyncio.Event()
     start = time.perf_counter()
+    rss = {"peak": 0}
 
     async def ticker() -> None:
+        ticks = 0
         while not done.is_set():
             before, before_cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(TICK)
@@ -219,14 +242,21 @@ async def measure(waiters: list[Callable[[], Awaitable[Any]]]) -> dict[str, Any]
             sampler.heartbeat = now
             lags.append((before - start, now - before - TICK))
             busy.append(time.thread_time() - before_cpu)
+            ticks += 1
+            if ticks % 5 == 0:  # about every 50 ms
+                rss["peak"] = max(rss["peak"], rss_bytes())
 
     sampler = StallSampler(threading.get_ident())
     sampler.start()
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
+    rss_before = rss["peak"] = rss_bytes()
     began, began_cpu = time.perf_counter(), time.thread_time()
     with CallbackTimer() as callbacks:
-        events = await asyncio.gather(*(wait() for wait in waiters), return_exceptions=True)
+        events = await asyncio.gather(
+            *(_after(i * stagger / len(waiters), wait) for i, wait in enumerate(waiters)),
+            return_exceptions=True,
+        )
     elapsed, loop_cpu = time.perf_counter() - began, time.thread_time() - began_cpu
     done.set()
     await tick
@@ -260,9 +290,18 @@ async def measure(waiters: list[Callable[[], Awaitable[Any]]]) -> dict[str, Any]
         "longest_callback_cpu": callbacks.where_cpu,
         "callbacks_over_50ms": callbacks.over_50ms,
         "stalled_ms": sampler.total_ms(),
+        "rss_before_mib": rss_before / 2**20,
+        "rss_peak_mib": rss["peak"] / 2**20,
+        "memory_per_trigger_kib": (rss["peak"] - rss_before) / max(1, len(waiters)) / 1024,
         "stalls": sampler.top(),
         "outcomes": outcomes,
     }
+
+
+async def _after(delay: float, wait: Callable[[], Awaitable[Any]]) -> Any:
+    if delay:
+        await asyncio.sleep(delay)
+    return await wait()
 
 
 def run(config: ScenarioConfig) -> dict[str, Any]:
@@ -282,14 +321,18 @@ def run(config: ScenarioConfig) -> dict[str, Any]:
     build = trigger_waiters if driver == "trigger" else client_waiters
     waiters = build(count, ready_after, poke_interval)
     _control(config.server_url, "/_control/reset", "POST")  # starts the reports' clock
-    result = asyncio.run(measure(waiters))
+    stagger = float(config.options.get("stagger", 0.0))
+    result = asyncio.run(measure(waiters, stagger))
     stats = _control(config.server_url, "/_control/stats")
+    shared = os.environ.get("AIRFLOW__CUSTOM_TOKEN__SHARED_CACHE_CONN_ID", "")
     return {
         "driver": driver,
+        "shared_cache": bool(shared),
         "triggers": count,
         "ready_after_s": ready_after,
         "poke_interval_s": poke_interval,
         "preimported": list(config.options.get("preimport", [])),
+        "stagger_s": stagger,
         **result,
         "token_requests": stats["token_requests"],
         "api_requests": stats["api_requests"],

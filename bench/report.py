@@ -108,6 +108,68 @@ def evaluate(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                     row["max_lag_ms"] < 50,
                 )
             )
+    targets += _shared_cache_targets(results.get("shared_cache") or {})
+    return targets
+
+
+def _shared_cache_targets(shared: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Issue #11's targets: one token per lifetime per cluster, no 401, a warm read under 1 ms."""
+    targets: list[dict[str, Any]] = []
+    rows = {(r["single_active"], r["shared_cache"]): r for r in shared.get("load") or []}
+    for single_active in (False, True):
+        on, off = rows.get((single_active, True)), rows.get((single_active, False))
+        if on is None or off is None:
+            continue
+        where = f"{on['hosts']} hosts x {on['processes']} processes"
+        if not single_active:
+            targets.append(
+                _target(
+                    f"Shared cache: token requests, {where}",
+                    "one per lifetime per cluster (less the refresh margin)",
+                    f"{on['token_requests']} (fewest possible {on['fewest_possible']}); "
+                    f"without it {off['token_requests']}",
+                    on["token_requests"] <= on["fewest_possible"],
+                )
+            )
+        else:
+            targets.append(
+                _target(
+                    f"Shared cache: single-active-token API, {where}",
+                    "no 401, no failed request",
+                    f"{on['api_401s']} 401s, {on['failed']} failed; without it {off['api_401s']} 401s, "
+                    f"{off['failed']} failed",
+                    on["api_401s"] == 0 and on["failed"] == 0,
+                )
+            )
+    warm = shared.get("warm")
+    if warm:
+        targets.append(
+            _target(
+                "get_token(), warm shared cache",
+                "< 1 ms on loopback",
+                f"{warm['shared_cache_us']:.0f} us (process and host caches cleared)",
+                warm["shared_cache_us"] < 1000,
+            )
+        )
+    row = shared.get("deferrable")
+    if row:
+        targets.append(
+            _target(
+                f"Deferrable, shared cache: {row['triggers']} triggers, token requests",
+                "1",
+                str(row["token_requests"]),
+                row["token_requests"] == 1,
+            )
+        )
+        targets.append(
+            _target(
+                f"Deferrable, shared cache: {row['triggers']} triggers, event loop lag",
+                "max < 50 ms",
+                f"max {row['max_lag_ms']:.0f} ms at {row['max_lag_at_s']:.2f} s; "
+                f"after the first second {row['max_lag_after_first_second_ms']:.0f} ms",
+                row["max_lag_ms"] < 50,
+            )
+        )
     return targets
 
 
@@ -287,7 +349,9 @@ def render(results: Mapping[str, Any]) -> str:
         )
         rows = [
             [
-                "preimported: " + (", ".join(r["preimported"]) or "nothing"),
+                "preimported: "
+                + (", ".join(r["preimported"]) or "nothing")
+                + (f", started over {r['stagger_s']:g} s" if r.get("stagger_s") else ", started at once"),
                 r["token_requests"],
                 r["api_requests"],
                 f"{r['elapsed_s']:.2f}",
@@ -297,6 +361,7 @@ def render(results: Mapping[str, Any]) -> str:
                 f"{r['p99_lag_ms']:.1f}",
                 f"{r['max_busy_tick_cpu_ms']:.0f}",
                 f"{r['longest_callback_ms']:.0f} / {r['longest_callback_cpu_ms']:.0f}",
+                f"{r['memory_per_trigger_kib']:.1f}" if "memory_per_trigger_kib" in r else "-",
                 ", ".join(f"{k}: {v}" for k, v in r["outcomes"].items()),
             ]
             for r in deferrable
@@ -312,21 +377,24 @@ def render(results: Mapping[str, Any]) -> str:
             "p99 ms",
             "busiest tick CPU ms",
             "longest callback ms / CPU",
+            "KiB/trigger",
             "outcomes",
         ]
-        out.append(table(headers, rows, "lrrrrrrrrrl"))
+        out.append(table(headers, rows, "lrrrrrrrrrrl"))
         out.append(
             "   lag: how late a 10 ms ticker wakes (every callback queued ahead of it, and OS scheduling);"
         )
         out.append(
             "   busiest tick: loop-thread CPU spent during one tick; longest callback: one piece of code."
         )
+        out.append("   KiB/trigger: peak resident memory while the triggers wait, less before they started.")
         for r in deferrable:
             if r["stalls"]:
                 preimported = ", ".join(r["preimported"]) or "nothing"
                 out.append(f"   where the loop stalled ({preimported} preimported; sampled stacks, ms):")
                 out += [f"     {s['ms']:6.1f} ms  {s['where']}" for s in r["stalls"][:5]]
         out.append("")
+    out += _render_shared_cache(results.get("shared_cache") or {})
     out.append("Targets")
     rows = [
         [t["name"], t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]]]
@@ -334,3 +402,81 @@ def render(results: Mapping[str, Any]) -> str:
     ]
     out.append(table(["what", "target", "measured", ""], rows, "llll"))
     return "\n".join(out)
+
+
+def _render_shared_cache(shared: Mapping[str, Any]) -> list[str]:
+    if not shared:
+        return []
+    if shared.get("skipped"):
+        return [f"6. Shared cache (Redis): skipped, {shared['skipped']}", ""]
+    out: list[str] = []
+    rows = shared.get("load") or []
+    if rows:
+        first = rows[0]
+        out.append(
+            f"6. Shared cache (Redis): {first['hosts']} hosts x {first['processes']} processes, "
+            f"hook.run() in a loop for {first['duration_s']:g} s, token lifetime {first['lifetime_s']:g} s "
+            f"(refresh every {first['refresh_interval_s']:g} s), demo API"
+        )
+        table_rows = [
+            [
+                "single-active-token API" if r["single_active"] else "tokens live side by side",
+                "on" if r["shared_cache"] else "off",
+                r["data_requests"],
+                r["token_requests"],
+                r["fewest_possible"],
+                r["api_401s"],
+                r["retried_after_401"],
+                r["failed"],
+            ]
+            for r in rows
+        ]
+        headers = [
+            "API",
+            "shared cache",
+            "data requests",
+            "token requests",
+            "fewest possible",
+            "401 answers",
+            "retried after 401",
+            "failed",
+        ]
+        out += [
+            table(headers, table_rows, "llrrrrrr"),
+            "   401 answers: what the API sent; retried after 401: requests that succeeded after the",
+            "   refresh-once retry; failed: requests whose final answer was not 200.",
+        ]
+    warm = shared.get("warm")
+    if warm:
+        out.append(f"   get_token() from the shared cache, {warm['calls']} calls each:")
+        out.append(
+            table(
+                ["case", "median us", "p90 us", "CPU us"],
+                [
+                    [
+                        "process and host caches cleared (Redis read, host file written)",
+                        f"{warm['shared_cache_us']:.0f}",
+                        f"{warm['shared_cache_p90_us']:.0f}",
+                        _n(warm.get("shared_cache_cpu_us")),
+                    ],
+                    [
+                        "host cache off (Redis read only)",
+                        f"{warm['shared_only_us']:.0f}",
+                        f"{warm['shared_only_p90_us']:.0f}",
+                        _n(warm.get("shared_only_cpu_us")),
+                    ],
+                    ["one Redis GET round trip, for comparison", f"{warm['redis_get_us']:.0f}", "-", "-"],
+                ],
+            )
+        )
+    row = shared.get("deferrable")
+    if row:
+        out.append(
+            f"   Deferrable with the shared cache: {row['triggers']} sensor triggers in one event loop: "
+            f"{row['token_requests']} token request(s), {row['api_requests']} API requests in "
+            f"{row['elapsed_s']:.1f} s, max lag {row['max_lag_ms']:.0f} ms at {row['max_lag_at_s']:.2f} s "
+            f"(after the first second {row['max_lag_after_first_second_ms']:.0f} ms), "
+            f"{row['memory_per_trigger_kib']:.1f} KiB per waiting trigger"
+        )
+    out.append("")
+    return out

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import imports, report, tokens
+from bench import imports, report, shared_cache, tokens
 from bench.common import ROOT, ScenarioConfig, fernet_key, run_scenario, scenario_env
 from bench.machine import describe
 from bench.servers import ServerProcess
 
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("per_request", "token_requests", "get_token", "imports", "deferrable")
+SCENARIOS = ("per_request", "token_requests", "get_token", "imports", "deferrable", "shared_cache")
 SERVERS = {
     "lean": "bench/servers.py, asyncio, one thread",
     "demo": "airflow_custom_token.demo, ThreadingHTTPServer",
@@ -55,6 +55,12 @@ class Parameters:
     ready_after: float
     poke_interval: float
     preimport_rows: bool
+    shared_hosts: int
+    shared_processes: int
+    shared_duration: float
+    shared_lifetime: int  # whole seconds: the demo API's unit
+    shared_margin: float
+    shared_calls: int
 
 
 FULL = Parameters(
@@ -75,10 +81,16 @@ FULL = Parameters(
     import_modules=(report.OPERATORS, report.SENSORS),
     context_modules=("airflow_custom_token.triggers.http",),
     context_runs=3,
-    triggers=200,
-    ready_after=3.0,
-    poke_interval=0.5,
+    triggers=1000,  # the triggerer's default capacity
+    ready_after=6.0,
+    poke_interval=3.0,  # 1000 triggers poking every 3 s: about 330 requests per second
     preimport_rows=True,
+    shared_hosts=4,
+    shared_processes=4,
+    shared_duration=10.0,
+    shared_lifetime=2,
+    shared_margin=0.2,
+    shared_calls=500,
 )
 QUICK = Parameters(
     n=30,
@@ -102,6 +114,12 @@ QUICK = Parameters(
     ready_after=1.0,
     poke_interval=0.2,
     preimport_rows=False,
+    shared_hosts=2,
+    shared_processes=2,
+    shared_duration=1.0,
+    shared_lifetime=1,
+    shared_margin=0.1,
+    shared_calls=10,
 )
 
 
@@ -208,7 +226,56 @@ class Bench:
             )
             row["is_target"] = not preimport
             rows.append(row)
+        if p.preimport_rows:  # and as triggers arrive in a running triggerer: over one poke interval
+            say(f"deferrable: {p.triggers} triggers in one event loop, started over {p.poke_interval:g} s")
+            options = {
+                "triggers": p.triggers,
+                "ready_after": p.ready_after,
+                "poke_interval": p.poke_interval,
+                "preimport": [],
+                "stagger": p.poke_interval,
+            }
+            row = run_scenario(
+                "bench.deferrable", self.config("deferrable", **options), self.env(f"deferrable-{len(rows)}")
+            )
+            row["is_target"] = False
+            rows.append(row)
         return rows
+
+    def shared_cache(self) -> dict[str, Any]:
+        p = self.params
+        if not shared_cache.RedisProcess.available():
+            say("shared cache: redis-server is not installed (scripts/install-redis); skipped")
+            return {"skipped": "redis-server is not installed (scripts/install-redis)"}
+        with shared_cache.RedisProcess(self.workdir / "redis") as redis:
+            say(
+                f"shared cache: {p.shared_hosts} hosts x {p.shared_processes} processes, "
+                f"{p.shared_duration:g} s x 4 runs (without/with, then a single-active-token API)"
+            )
+            options = {
+                "hosts": p.shared_hosts,
+                "processes": p.shared_processes,
+                "duration": p.shared_duration,
+                "lifetime": p.shared_lifetime,
+                "margin": p.shared_margin,
+                "calls": p.shared_calls,
+                "redis_env": redis.env(),
+            }
+            result: dict[str, Any] = run_scenario(
+                "bench.shared_cache", self.config("shared-cache", **options), self.env("shared-cache"), 600
+            )
+            say(f"shared cache: deferrable, {p.triggers} triggers in one event loop, shared cache on")
+            options = {
+                "triggers": p.triggers,
+                "ready_after": p.ready_after,
+                "poke_interval": p.poke_interval,
+                "preimport": [],
+            }
+            env = self.env("deferrable-shared", **redis.env())
+            result["deferrable"] = run_scenario(
+                "bench.deferrable", self.config("deferrable-shared", **options), env
+            )
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 "get_token": bench.get_token,
                 "imports": bench.imports,
                 "deferrable": bench.deferrable,
+                "shared_cache": bench.shared_cache,
             }
             for name in SCENARIOS:
                 if name in wanted:

@@ -3,21 +3,70 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
+from airflow_custom_token.fields import EXTRA_FIELDS, OPTIONS, REDIRECT_URIS
 from airflow_custom_token.get_provider_info import get_provider_info
 from airflow_custom_token.operators.http import CustomTokenHttpOperator
 from airflow_custom_token.sensors.http import CustomTokenHttpSensor
-from airflow_custom_token.spec import EXTRA_FIELDS
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
-def test_every_extra_field_is_documented_with_its_form_label():
+def table(header: str) -> list[list[str]]:
+    """The rows (cells stripped) of the README table whose header line is `header`."""
+    lines = README.splitlines()
+    start = lines.index(header) + 2  # header, then |---|
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+FIELD_ROWS = {row[0]: row for row in table("| key | label | type | required | meaning |")}
+OPTION_ROWS = table("| option | default | meaning |")
+
+
+def shown(value: object) -> str:
+    """How the README writes a default: text as is, anything else as JSON (3600, true, [401])."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def test_the_field_table_lists_every_field_of_the_table_in_order():
+    assert list(FIELD_ROWS) == [f"`{field.key}`" for field in EXTRA_FIELDS]
+
+
+def test_every_extra_field_is_documented_with_its_label_requirement_default_and_choices():
+    for field in EXTRA_FIELDS:
+        _, label, kind, required, _ = FIELD_ROWS[f"`{field.key}`"]
+        assert label == field.label, field.key
+        assert required.startswith("yes" if field.required else "no"), (field.key, required)
+        if field.default is not None:
+            assert shown(field.default) in required, (field.key, required)
+        for choice in field.choices:
+            assert f"`{choice}`" in kind, (field.key, choice)
+
+
+def test_every_extra_field_label_matches_the_connection_form():
     [conn_type] = get_provider_info()["connection-types"]
-    assert set(conn_type["conn-fields"]) == set(EXTRA_FIELDS)
-    for key, field in conn_type["conn-fields"].items():
-        assert f"| `{key}` | {field['label']} |" in README, key
+    for key, entry in conn_type["conn-fields"].items():
+        assert f"| `{key}` | {entry['label']} |" in README, key
+
+
+def test_the_option_table_lists_every_option_with_its_default():
+    rows = {name.strip("`"): row for row in OPTION_ROWS for name in row[0].split(", ")}
+    assert set(rows) == {option.name for option in OPTIONS}
+    for option in OPTIONS:
+        default = rows[option.name][1]
+        if option.name.startswith("redirect_uri_"):  # in the realm table
+            realm = option.name.removeprefix("redirect_uri_")
+            assert f"| `{realm}` | {REDIRECT_URIS[realm]} |" in README, option.name
+            assert option.default == REDIRECT_URIS[realm]
+        elif option.default:  # empty: the row says what empty means
+            assert f"`{option.default}`" in default, (option.name, default)
 
 
 def test_every_operator_and_sensor_argument_is_documented():
@@ -25,11 +74,6 @@ def test_every_operator_and_sensor_argument_is_documented():
         for name in inspect.signature(cls.__init__).parameters:
             if name not in ("self", "kwargs"):
                 assert f"`{name}`" in README, f"{cls.__name__}({name})"
-
-
-def test_every_config_option_is_documented():
-    for option in get_provider_info()["config"]["custom_token"]["options"]:
-        assert f"`{option}`" in README, option
 
 
 def test_quick_start_commands_exist():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from airflow.sdk.module_loading import import_string
-from airflow.sdk.serde import deserialize, serialize
+from tests.airflow_names import deserialize, import_string, serialize
 
 
 def roundtrip(trigger: Any) -> Any:

@@ -6,7 +6,9 @@ connections for a running demo API (`scripts/demo` exports them as `AIRFLOW_CONN
 - `acme`: the integration (client-credentials token in a JSON answer, sent as `Authorization:
   Bearer`), with `acme_dev`, `acme_qa` and `acme_prod`: its connected accounts, each holding only its
   own credentials and `integration_conn_id: acme`;
-- `acme_portal`: a session token read from `data.session.id` and sent as a URL parameter.
+- `acme_portal`: a session token read from `data.session.id` and sent as a URL parameter;
+- `acme_notes`: a session API: a login with HTTP Basic client authentication answers a session cookie
+  and a CSRF token (an additional output, from a header), sent together on every request.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from typing import Any
 
 ACCOUNTS = {"dev": "dev-secret", "qa": "qa-secret", "prod": "prod-secret"}
+NOTES_ACCOUNT = ("demo", "demo-secret")  # the client of `acme_notes`
 
 
 def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
@@ -56,6 +59,28 @@ def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
                 "inject_name": "access_token",
                 "inject_template": "{token}",
             },
+        },
+    }
+    connections["acme_notes"] = {
+        "conn_type": "custom_token",
+        "description": "Acme notes: a session cookie and a CSRF token from a login with Basic client auth",
+        "host": api_url,
+        "login": NOTES_ACCOUNT[0],
+        "password": NOTES_ACCOUNT[1],
+        "extra": {
+            "integration_name": "Acme notes",
+            "integration_key": "acmenotes",
+            "access_endpoint": "/session/v1/login",
+            "access_verb": "POST",
+            "access_auth": "basic",
+            "access_response_path": "cookie:session",
+            "access_outputs": {"csrf": "header:X-CSRF-Token"},
+            "access_expiry_path": "header:X-Session-Expires",
+            "inject_as": "header",
+            "inject_name": "Cookie",
+            "inject_template": "session={token}",
+            "request_parameters": {"header": {"X-CSRF-Token": "{csrf}"}},
+            "test_endpoint": "/api/session/v1/notes",
         },
     }
     for account, secret in ACCOUNTS.items():

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 DEFAULT_ACCOUNTS = {"dev": "dev-secret", "qa": "qa-secret", "prod": "prod-secret", "demo": "demo-secret"}
 EXPIRY_STYLES = ("seconds", "string", "epoch", "iso", "none", "jwt")
+SESSION_LOGIN = "/session/v1/login"  # Basic client auth; a session cookie plus an X-CSRF-Token header
+SESSION_API = "/api/session/"  # wants the session cookie and that session's X-CSRF-Token
 TOKEN_PATHS = frozenset(
     {"/oauth2/v1/token", "/auth/v1/session", "/auth/v1/header", "/auth/v1/cookie", "/auth/v1/text"}
+    | {SESSION_LOGIN}
 )
 ITEMS = [{"id": i, "name": f"item-{i}"} for i in range(1, 11)]
 LOG_CAP = 1000
@@ -122,6 +125,19 @@ class _Request:
             if fields and "apiKey" in fields:
                 client_id, _, secret = str(fields["apiKey"]).partition(":")
                 return client_id, secret
+        return self.basic_credentials()
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` the request sends, if any."""
+        for header in self.message.get_all("Cookie") or ():
+            for part in str(header).split(";"):
+                key, sep, value = part.strip().partition("=")
+                if sep and key == name:
+                    return value
+        return None
+
+    def basic_credentials(self) -> tuple[str, str] | None:
+        """Find ``(client_id, secret)`` in an ``Authorization: Basic`` header (RFC 7617, UTF-8)."""
         scheme, _, value = str(self.message.get("Authorization") or "").partition(" ")
         if scheme.lower() == "basic":
             with contextlib.suppress(ValueError):  # binascii.Error, UnicodeDecodeError
@@ -232,6 +248,8 @@ class DemoServer:
         self._default_lifetime = self._lifetime = lifetime
         self._expiry_style = "seconds"
         self._reject_all = False
+        self._token_delay = 0.0  # seconds the token endpoint waits before answering
+        self._single_active = False  # issuing a token revokes the account's earlier tokens
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (account, expiry epoch)
         self._faults: deque[dict[str, Any]] = deque()
@@ -240,6 +258,8 @@ class DemoServer:
         self._counts = dict.fromkeys(_COUNTERS, 0)
         self._by_path: dict[str, int] = {}
         self._jobs: dict[str, tuple[float, float]] = {}  # id -> (created, seconds)
+        self._csrf: dict[str, str] = {}  # session (a token of SESSION_LOGIN) -> its CSRF token
+        self._notes: dict[str, list[dict[str, Any]]] = {}  # account -> notes of the session API
         self._clock_start = time.monotonic()
         self._httpd = _HTTPServer(host, port, self._respond)
         self._thread: threading.Thread | None = None
@@ -301,29 +321,34 @@ class DemoServer:
             return {**self._counts, "token_requests_by_path": dict(self._by_path)}
 
     def config(self) -> dict[str, Any]:
-        """Current ``lifetime``, ``expiry_style`` and ``reject_all``."""
+        """Current ``lifetime``, ``expiry_style``, ``reject_all``, ``token_delay`` and ``single_active``."""
         with self._lock:
             return {
                 "lifetime": self._lifetime,
                 "expiry_style": self._expiry_style,
                 "reject_all": self._reject_all,
+                "token_delay": self._token_delay,
+                "single_active": self._single_active,
             }
 
     def reset(self, *, config: bool = False) -> None:
-        """Clear counters, logs, faults, jobs and the reports clock; ``config=True`` also config."""
+        """Clear counters, logs, faults, jobs, notes and the reports clock; ``config=True`` also config."""
         with self._lock:
             self._counts = dict.fromkeys(_COUNTERS, 0)
             for state in (self._by_path, self._token_log, self._api_log, self._faults, self._jobs):
                 state.clear()
+            self._notes.clear()
             self._clock_start = time.monotonic()
             if config:
                 self._lifetime, self._expiry_style = self._default_lifetime, "seconds"
                 self._reject_all = False
+                self._token_delay, self._single_active = 0.0, False
 
     def revoke_all(self) -> None:
-        """Invalidate every token issued so far."""
+        """Invalidate every token issued so far (sessions and their CSRF tokens included)."""
         with self._lock:
             self._tokens.clear()
+            self._csrf.clear()
 
     def set_lifetime(self, seconds: int) -> None:
         """Set the lifetime of tokens issued from now on."""
@@ -342,6 +367,16 @@ class DemoServer:
         """Make the API answer 401 to every request (or stop doing so)."""
         with self._lock:
             self._reject_all = bool(reject)
+
+    def set_token_delay(self, seconds: float) -> None:
+        """Make the token endpoint wait ``seconds`` before answering (a slow identity provider)."""
+        with self._lock:
+            self._token_delay = max(0.0, float(seconds))
+
+    def set_single_active(self, single: bool) -> None:
+        """One live token per account: issuing a token revokes the account's earlier tokens."""
+        with self._lock:
+            self._single_active = bool(single)
 
     def push_fault(self, fault: Mapping[str, Any]) -> None:
         """Queue a fault for the next token request (FIFO)."""
@@ -366,11 +401,14 @@ class DemoServer:
             self._by_path[req.path] = self._by_path.get(req.path, 0) + 1
             self._token_log.append(req.record())
             fault = self._faults.popleft() if self._faults else None
+            delay = self._token_delay
+        if delay:
+            time.sleep(delay)
         if fault is not None and (faulted := _fault_response(fault)) is not None:
             return faulted
-        if req.method not in ("GET", "POST"):
+        if req.method not in ("GET", "POST") or (req.path == SESSION_LOGIN and req.method != "POST"):
             return _json(405, {"error": "method_not_allowed"})
-        creds = req.client_credentials()
+        creds = req.basic_credentials() if req.path == SESSION_LOGIN else req.client_credentials()
         secret = self.accounts.get(creds[0]) if creds else None
         if not creds or secret is None or not hmac.compare_digest(secret.encode(), creds[1].encode()):
             reason = "unknown client or wrong secret" if creds else "no client credentials found"
@@ -380,6 +418,8 @@ class DemoServer:
             lifetime, style = self._lifetime, self._expiry_style
             expiry = now + lifetime
             token = _jwt(account, now, expiry) if style == "jwt" else "tok_" + secrets.token_urlsafe(24)
+            if self._single_active:
+                self._tokens = {t: e for t, e in self._tokens.items() if e[0] != account}
             self._tokens[token] = (account, expiry)
             self._counts["tokens_issued"] += 1
         if req.path == "/oauth2/v1/token":
@@ -393,11 +433,27 @@ class DemoServer:
             return _json(200, {"ok": True}, ("X-Session-Token", token))
         if req.path == "/auth/v1/cookie":
             return _json(200, {"ok": True}, ("Set-Cookie", f"sid={token}; Path=/; HttpOnly"))
+        if req.path == SESSION_LOGIN:
+            return self._session(account, token, style, lifetime, expiry)
         return _Response(200, token.encode(), "text/plain; charset=utf-8")
+
+    def _session(self, account: str, session: str, style: str, lifetime: int, expiry: float) -> _Response:
+        """A new session: its cookie, its CSRF token (a header), its lifetime (a header, in ``style``)."""
+        csrf = "csrf_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._csrf[session] = csrf
+        headers = [("Set-Cookie", f"session={session}; Path=/; HttpOnly"), ("X-CSRF-Token", csrf)]
+        if style not in ("none", "jwt"):
+            headers.append(("X-Session-Expires", str(_expiry_value(style, lifetime, expiry))))
+        return _json(200, {"user": account}, *headers)
 
     def _api_endpoint(self, req: _Request) -> _Response:
         candidates, is_open = req.token_candidates(), req.path == "/api/v1/redirect"
+        in_session = req.path.startswith(SESSION_API)
+        if in_session:  # the session cookie only, and then its CSRF token
+            candidates = [req.cookie("session") or ""]
         account = token = None
+        stale = False
         now = time.time()
         with self._lock:
             for candidate in () if self._reject_all else candidates:
@@ -405,6 +461,10 @@ class DemoServer:
                 if entry is not None and entry[1] > now:
                     account, token = entry[0], candidate
                     break
+            if in_session and token is not None:
+                expected, sent = self._csrf.get(token, ""), req.message.get("X-CSRF-Token") or ""
+                if not expected or not hmac.compare_digest(expected.encode(), sent.encode()):
+                    account, stale = None, True  # no CSRF token, or another session's: a stale pair
             self._counts["api_requests"] += 1
             if account is not None:
                 self._counts["authenticated"] += 1
@@ -416,9 +476,36 @@ class DemoServer:
             if not urlsplit(target).scheme:
                 return _json(400, {"error": "bad_request", "error_description": "need ?to=<url>"})
             return _json(302, {"location": target}, ("Location", target))
+        if stale:
+            return _json(
+                403, {"error": "csrf_mismatch", "error_description": "X-CSRF-Token is not the session's"}
+            )
         if account is None or token is None:
             return _json(401, {"error": "invalid_token"}, ("WWW-Authenticate", "Bearer"))
         return self._api_route(req, account, token)
+
+    def _session_route(self, req: _Request, account: str) -> _Response:
+        """The session API (session cookie + CSRF token checked): ``notes`` (GET, POST) and ``echo``."""
+        path = req.path.removeprefix(SESSION_API)
+        if path == "v1/notes" and req.method == "POST":
+            text = req.json.get("text") if isinstance(req.json, dict) else None
+            if not isinstance(text, str):
+                return _json(400, {"error": "bad_request", "error_description": 'need {"text": "..."}'})
+            with self._lock:
+                notes = self._notes.setdefault(account, [])
+                note = {"id": len(notes) + 1, "text": text}
+                notes.append(note)
+            return _json(201, note)
+        if path == "v1/notes":
+            with self._lock:
+                notes = list(self._notes.get(account, []))
+            return _json(200, {"account": account, "notes": notes})
+        if path == "v1/echo":  # the session's headers (Cookie, X-*); ?status=500: as an error answer
+            headers = {k: v for k, v in req.headers.items() if k.lower() == "cookie" or k[:2].lower() == "x-"}
+            echo = {"method": req.method, "path": req.path, "headers": headers, "query": req.query}
+            status = int(req.query.get("status", 200))
+            return _json(status, {**echo, "body": req.body.decode("utf-8", "replace")})
+        return _json(404, {"error": "not_found"})
 
     def _api_route(self, req: _Request, account: str, token: str) -> _Response:
         path, query = req.path, req.query
@@ -429,6 +516,8 @@ class DemoServer:
                 for part, values in (("request_headers", x_headers), ("query", query))
             }
             return _json(200, {"account": account, "host": req.message.get("Host"), **seen})
+        if path.startswith(SESSION_API):
+            return self._session_route(req, account)
         if path == "/api/v1/echo":
             body = req.body.decode("utf-8", "replace")
             echo = {"method": req.method, "path": path, "headers": req.headers, "query": query}
@@ -493,6 +582,10 @@ class DemoServer:
                 self.set_expiry_style(body["expiry_style"])
             if "reject_all" in body:
                 self.set_reject_all(body["reject_all"])
+            if "token_delay" in body:
+                self.set_token_delay(body["token_delay"])
+            if "single_active" in body:
+                self.set_single_active(body["single_active"])
             return _json(200, self.config())
         elif name == "faults":
             faults = [dict(fault) for fault in (body if isinstance(body, list) else [body])]

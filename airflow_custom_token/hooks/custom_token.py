@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json as json_module
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import Message
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-from airflow.sdk.bases.hook import BaseHook
-
-from airflow_custom_token import redaction
-from airflow_custom_token.compat import lookup_connection
+from airflow_custom_token import compat, redaction
+from airflow_custom_token.compat import BaseHook, lookup_connection
 from airflow_custom_token.errors import (
     ConfigurationError,
     CustomTokenError,
@@ -19,12 +24,13 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
-from airflow_custom_token.flow import HttpResponse, excerpt, masked_url, read_token
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, build_account, drive_chain
+from airflow_custom_token.flow import ERROR_BODY_BYTES, HttpResponse, excerpt, masked_url, read_token
+from airflow_custom_token.spec import ConnectedAccount, HttpRequest, adrive_chain, build_account, drive_chain
 
 if TYPE_CHECKING:
     import requests
 
+    from airflow_custom_token.aio import AsyncCustomTokenClient
     from airflow_custom_token.auth import CustomTokenAuth
     from airflow_custom_token.settings import Settings
     from airflow_custom_token.source import TokenSource
@@ -32,6 +38,25 @@ if TYPE_CHECKING:
 EXTRA_OPTIONS = frozenset(
     {"check_response", "timeout", "verify", "allow_redirects", "stream", "proxies", "cert"}
 )
+#: What `run(**request_kwargs)` hands to requests besides the named arguments (as `HttpOperator`'s
+#: `request_kwargs`). Not `auth` (the connection's token is the auth) nor `hooks` (they would see an
+#: answer before the request rules, a 401 that the rules then retry).
+REQUEST_KWARGS = frozenset({"files", "cookies"})
+
+
+def _excerpt_bytes(response: requests.Response) -> bytes:
+    """What `excerpt` quotes of an answer's body: of a body not read yet (a stream), only its first
+    `ERROR_BODY_BYTES` (decompressed), then the answer is closed; never the whole of a large body."""
+    try:
+        if getattr(response, "_content", False) is not False:  # read already (requests' own flag)
+            return response.content[:ERROR_BODY_BYTES]
+        if response.raw is None:
+            return b""
+        with response:  # closing an answer not read to its end drops its connection
+            data: bytes = response.raw.read(ERROR_BODY_BYTES, decode_content=True)
+        return data
+    except Exception:  # a stream that was already consumed, closed or broken
+        return b""
 
 
 class CustomTokenHook(BaseHook):
@@ -45,6 +70,17 @@ class CustomTokenHook(BaseHook):
     default_conn_name = "custom_token_default"
     conn_type = "custom_token"
     hook_name = "Custom Token"
+
+    # -- the connection form of Airflow 3.0 and 3.1 (3.2+ reads `conn-fields` of the provider info) --
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields of the form, generated from the field table (`fields.EXTRA_FIELDS`)."""
+        return compat.connection_form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabeled and placeholder texts of the standard fields, from the field table."""
+        return compat.ui_field_behaviour()
 
     def __init__(
         self,
@@ -89,7 +125,7 @@ class CustomTokenHook(BaseHook):
 
     # -- public API ---------------------------------------------------------------------------
     def get_token(self) -> str:
-        """The current token: from the process cache, the host cache, or a new token request."""
+        """The current token: from the process, host or shared cache, or a new token request."""
         return self.source.get(self._send_token_request).value
 
     def _send_token_request(self, request: HttpRequest) -> HttpResponse:
@@ -97,7 +133,7 @@ class CustomTokenHook(BaseHook):
         return self.auth.send_token_request(request)
 
     def invalidate_token(self) -> None:
-        """Drop this account's token from the process and host caches; the next request fetches anew."""
+        """Drop this account's token from the process, host and shared caches: the next request fetches."""
         self.source.discard(None)
 
     def get_conn(self) -> requests.Session:
@@ -116,10 +152,13 @@ class CustomTokenHook(BaseHook):
         data: Any = None,
         json: Any = None,
         extra_options: Mapping[str, Any] | None = None,
+        **request_kwargs: Any,
     ) -> requests.Response:
         """One authenticated request to `host` + `endpoint`; raises `RequestError` for a status >= 400.
 
         Placeholders resolve in the endpoint, headers and query parameters (never in bodies).
+        `request_kwargs` go to requests as they are: `files` (a multipart upload), `cookies`.
+        An idempotent request is retried as the connection's `request_retries` says.
         """
         options = dict(extra_options or {})
         unknown = sorted(set(options) - EXTRA_OPTIONS)
@@ -127,6 +166,16 @@ class CustomTokenHook(BaseHook):
             raise ConfigurationError(
                 self.custom_token_conn_id,
                 [f"extra_options: expected keys among {', '.join(sorted(EXTRA_OPTIONS))}; found {unknown}"],
+            )
+        refused = sorted(set(request_kwargs) - REQUEST_KWARGS)
+        if refused:
+            raise ConfigurationError(
+                self.custom_token_conn_id,
+                [
+                    f"request_kwargs: expected keys among {', '.join(sorted(REQUEST_KWARGS))}; found "
+                    f"{refused} (the connection's token is the auth; timeout, verify, proxies, cert, "
+                    "stream and allow_redirects go in extra_options)"
+                ],
             )
         check = options.pop("check_response", True)
         account = self.account
@@ -138,33 +187,69 @@ class CustomTokenHook(BaseHook):
         self.log.debug("Sending %s %s", method, masked_url(url, account.secrets))
         import requests
 
+        stream = bool(options.get("stream"))
+        options["stream"] = True  # an error answer is read only as far as its excerpt (describe_failure)
         try:
             response = self._session.request(
-                method, url, params=params or None, headers=headers or None, data=data, json=json, **options
+                method,
+                url,
+                params=params or None,
+                headers=headers or None,
+                data=data,
+                json=json,
+                **options,
+                **request_kwargs,
             )
+            if not stream and not (check and response.status_code >= 400):
+                response.content  # noqa: B018 - read, as requests does without stream
         except requests.RequestException as exc:
+            from airflow_custom_token.transport import tls_hint
+
             detail = redaction.redact_string(str(exc), [*redaction.known(), *account.secrets])
             raise RequestError(
                 f"{method} {masked_url(url, account.secrets)} failed: {type(exc).__name__}: {detail[:300]}"
+                + tls_hint(account.transport, url, exc)
             ) from None
         if check and response.status_code >= 400:
             raise RequestError(self.describe_failure(response), status=response.status_code)
+        return response
+
+    def run_with_advanced_retry(
+        self, _retry_args: Mapping[str, Any], endpoint: str, method: str = "GET", **kwargs: Any
+    ) -> requests.Response:
+        """`run`, retried by tenacity as `_retry_args` says (`HttpHook.run_with_advanced_retry`).
+
+        `_retry_args` are `tenacity.Retrying`'s keyword arguments; `run` raises `RequestError` (with its
+        `status`) for an answer >= 400 and for a request that got no answer, so for instance::
+
+            hook.run_with_advanced_retry(
+                {"stop": tenacity.stop_after_attempt(5), "wait": tenacity.wait_exponential(max=30),
+                 "retry": tenacity.retry_if_exception_type(RequestError)},
+                "/v1/orders",
+            )
+
+        Each attempt is a whole `run` (the request rules included: the `refresh_on` retry and the
+        connection's own `request_retries`). Any method is retried, POST included: the caller decides.
+        """
+        import tenacity
+
+        self._retry_obj = tenacity.Retrying(**dict(_retry_args))
+        response: requests.Response = self._retry_obj(self.run, endpoint, method, **kwargs)
         return response
 
     def describe_failure(self, response: requests.Response) -> str:
         """A secret-free sentence for a failed response: request, status, body excerpt, retry note."""
         secrets = (*redaction.known(), *self.account.secrets)
         url = redaction.redact_string(masked_url(response.url, self.account.secrets), secrets)
-        try:
-            body = excerpt(response.content, tuple(secrets))
-        except Exception:  # a stream that was already read or closed
-            body = ""
+        body = excerpt(_excerpt_bytes(response), tuple(secrets))
         method = response.request.method if response.request is not None else "GET"
         message = f"{method} {url} answered {response.status_code} {response.reason or ''}".rstrip()
         if body:
             message += f"; body: {body}"
         if response.status_code in self.account.refresh_on:
-            note = getattr(response, "_custom_token_note", None)
+            from airflow_custom_token.auth import refresh_note
+
+            note = refresh_note(response)
             message += f" ({note})" if note else " (after fetching a new token and retrying once)"
         return message
 
@@ -174,13 +259,15 @@ class CustomTokenHook(BaseHook):
             account = self.account
         except CustomTokenError as exc:
             return False, f"Configuration failed: {exc}"
+        except Exception as exc:  # the settings, the connection lookup: an answer, never a raise
+            text = redaction.redact_string(f"{type(exc).__name__}: {exc}")
+            return False, f"Configuration failed: {text[:400]}"
         secrets: list[str] = list(account.secrets)
         step = "Token request failed"
         try:
-            import requests
-
             # Bypasses the cache: the Test button must really check the credentials.
-            token = read_token(account, self.auth.send_token_request(self.source.request), time.time())
+            answer = self.auth.send_token_request(self.source.request)
+            token = read_token(account, answer, time.time(), self.source.limits)
             secrets = list(self.source.secrets(token))
             redaction.register(*secrets)
             expires = datetime.fromtimestamp(token.expires_at, UTC).isoformat(timespec="seconds")
@@ -191,11 +278,16 @@ class CustomTokenHook(BaseHook):
             if not account.test_endpoint:
                 return True, message
             step = "Test endpoint failed"
-            prepared = requests.Request("GET", account.request_url(account.test_endpoint)).prepare()
-            self.auth._inject(prepared, token)
-            response = self.get_conn().send(prepared, timeout=account.timeout or 30, allow_redirects=False)
+            response = self.get_conn().get(
+                account.request_url(account.test_endpoint),
+                auth=self.auth.pinned(token),  # the token just fetched, not refreshed: it is what is tested
+                timeout=account.timeout or 30,
+                allow_redirects=False,
+                stream=True,  # the body is not needed; of an error, only its excerpt is read
+            )
             if response.status_code >= 400:
                 return False, redaction.redact_string(f"{step}: {self.describe_failure(response)}", secrets)
+            response.close()
             return True, f"{message} GET {account.test_endpoint} answered {response.status_code}."
         except TokenRequestError as exc:
             return False, redaction.redact_string(str(exc), secrets)
@@ -204,3 +296,257 @@ class CustomTokenHook(BaseHook):
         except Exception as exc:
             text = redaction.redact_string(f"{type(exc).__name__}: {exc}", secrets)
             return False, f"{step}: {text[:400]}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Async: `CustomTokenAsyncHook` (aiohttp), for the triggerer and for your own triggers
+
+#: The `extra_options` an async request honours; the others only make sense for requests.
+ASYNC_EXTRA_OPTIONS = frozenset({"check_response", "timeout"})
+
+# One triggerer loop runs many triggers of the same account; they share one connection lookup (single
+# flight) and reuse it for ACCOUNT_TTL seconds, so a changed connection reaches new triggers soon.
+ACCOUNT_TTL = 30.0
+_accounts: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[tuple[Settings, ConnectedAccount]]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def aconnected_account(
+    conn_id: str, integration_parameters: Mapping[str, Any] | None, settings: Settings
+) -> ConnectedAccount:
+    """The validated connected account, its connections read with `compat.alookup_connection`."""
+    from airflow_custom_token.compat import alookup_connection
+
+    chain = await adrive_chain(conn_id, alookup_connection)
+    return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
+
+
+async def shared_account(
+    conn_id: str, integration_parameters: Mapping[str, Any] | None
+) -> tuple[Settings, ConnectedAccount]:
+    """`load_settings()` and `aconnected_account(...)`, shared by the hooks (and triggers) of this loop."""
+    from airflow_custom_token.settings import load_settings
+
+    loop = asyncio.get_running_loop()
+    key = json_module.dumps([conn_id, integration_parameters or {}], sort_keys=True, default=str)
+    entries = _accounts.setdefault(loop, {})
+    entry = entries.get(key)
+    if entry is None or time.monotonic() - entry[0] > ACCOUNT_TTL:
+
+        async def load() -> tuple[Settings, ConnectedAccount]:
+            settings = load_settings()
+            return settings, await aconnected_account(conn_id, integration_parameters, settings)
+
+        entry = (time.monotonic(), asyncio.ensure_future(load()))
+        entries[key] = entry
+    try:
+        return await asyncio.shield(entry[1])
+    except Exception:
+        entries.pop(key, None)  # a failed lookup is not remembered
+        raise
+
+
+def charset(content_type: str | None) -> str:
+    """The charset a Content-Type names, if Python knows it; else UTF-8."""
+    message = Message()
+    message["content-type"] = content_type or "application/octet-stream"
+    name = message.get_param("charset")
+    name = name if isinstance(name, str) and name else "utf-8"
+    try:
+        "".encode(name)
+    except LookupError:
+        return "utf-8"
+    return name
+
+
+@dataclass(frozen=True)
+class AsyncResponse:
+    """An answer of `CustomTokenAsyncHook.run`, its body read: nothing to await, nothing to close.
+
+    `url` is the URL requested (endpoint and query parameters), without the token or the request
+    parameters the connection adds.
+    """
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes = field(repr=False)
+    url: str
+    method: str
+
+    @property
+    def status_code(self) -> int:
+        """`status`, under requests' name."""
+        return self.status
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def text(self) -> str:
+        """The body as text, in the charset its Content-Type names (UTF-8 by default)."""
+        return self.content.decode(charset(self.headers.get("content-type")), "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json_module.loads(self.text())
+
+
+class CustomTokenAsyncHook(BaseHook):
+    """`CustomTokenHook` for async code: the triggers use it, and so can your own triggers.
+
+    The token is fetched, cached (process, host and shared caches), injected and refreshed on
+    `refresh_on` exactly as the sync hook does, over aiohttp, without blocking the event loop; the
+    connection's `request_retries` and transport settings apply. Like Airflow's `HttpAsyncHook`.
+
+    :param custom_token_conn_id: conn id of a `custom_token` connection (a connected account).
+    :param integration_parameters: values for `{placeholders}`, over the connection's own.
+
+    ``async with hook.session():`` keeps one aiohttp session for several requests (`run` uses it while it
+    is open); without it, each `run` opens and closes its own.
+    """
+
+    conn_name_attr = "custom_token_conn_id"
+    default_conn_name = "custom_token_default"
+    conn_type = "custom_token"
+    hook_name = "Custom Token"
+
+    def __init__(
+        self,
+        custom_token_conn_id: str = default_conn_name,
+        integration_parameters: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.custom_token_conn_id = custom_token_conn_id
+        self.integration_parameters = dict(integration_parameters or {})
+        self._loaded: tuple[Settings, ConnectedAccount] | None = None
+        self._source: TokenSource | None = None
+        self._client: AsyncCustomTokenClient | None = None
+
+    def __repr__(self) -> str:
+        return f"<CustomTokenAsyncHook conn_id={self.custom_token_conn_id!r}>"
+
+    # -- the connected account ----------------------------------------------------------------
+    async def get_account(self) -> ConnectedAccount:
+        """The validated account (shared by the hooks of this event loop, read again after
+        `ACCOUNT_TTL` seconds); raises `ConfigurationError` listing every problem."""
+        settings, account = await shared_account(self.custom_token_conn_id, self.integration_parameters)
+        if self._loaded is None or self._loaded[1] is not account:
+            await redaction.aregister(*account.secrets)  # the password and secret-named parameters
+            self._loaded, self._source = (settings, account), None
+        return account
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What a message or an event must never show: every secret known to this process, and the
+        account's (once loaded)."""
+        own = self._loaded[1].secrets if self._loaded is not None else ()
+        return (*redaction.known(), *own)
+
+    async def get_token_source(self) -> TokenSource:
+        """Where the account's tokens come from (caches, else a token request)."""
+        from airflow_custom_token.source import TokenSource
+
+        account = await self.get_account()
+        if self._source is None:
+            assert self._loaded is not None
+            self._source = TokenSource(account, self._loaded[0])
+        return self._source
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncCustomTokenClient]:
+        """One aiohttp session (an `AsyncCustomTokenClient`) for the requests of this block."""
+        from airflow_custom_token.aio import AsyncCustomTokenClient
+
+        async with AsyncCustomTokenClient(await self.get_token_source()) as client:
+            outer, self._client = self._client, client
+            try:
+                yield client
+            finally:
+                self._client = outer
+
+    # -- public API ---------------------------------------------------------------------------
+    async def get_token(self) -> str:
+        """The current token: from the process, host or shared cache, or a new token request."""
+        if self._client is not None:
+            return await self._client.get_token()
+        async with self.session() as client:
+            return await client.get_token()
+
+    async def run(
+        self,
+        endpoint: str,
+        method: str = "GET",
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        data: Any = None,
+        json: Any = None,
+        extra_options: Mapping[str, Any] | None = None,
+    ) -> AsyncResponse:
+        """One authenticated request to `host` + `endpoint`, its body read; raises `RequestError` for a
+        status >= 400 (unless `extra_options={"check_response": False}`), like `CustomTokenHook.run`.
+
+        Placeholders resolve in the endpoint, headers and query parameters (never in bodies).
+        `extra_options`: `check_response`, `timeout`.
+        """
+        options = dict(extra_options or {})
+        unknown = sorted(set(options) - ASYNC_EXTRA_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                self.custom_token_conn_id,
+                [
+                    f"extra_options: expected keys among {', '.join(sorted(ASYNC_EXTRA_OPTIONS))} in "
+                    f"async requests; found {unknown}"
+                ],
+            )
+        if self._client is None:
+            async with self.session():
+                return await self.run(
+                    endpoint, method, params=params, headers=headers, data=data, json=json,
+                    extra_options=options,
+                )  # fmt: skip
+        from requests.structures import CaseInsensitiveDict
+
+        client = self._client
+        method = method.upper()
+        url, _, rendered = client.account.render_request(endpoint, None, params)
+        timeout = options.get("timeout")
+        answer = await client.request(
+            method,
+            endpoint,
+            params=params,
+            headers=headers,
+            data=data,
+            json=json,
+            timeout=float(timeout) if timeout else None,
+        )
+        if rendered:
+            url += ("&" if "?" in url else "?") + urlencode({str(k): str(v) for k, v in rendered.items()})
+        response = AsyncResponse(
+            status=answer.status,
+            reason=answer.reason,
+            headers=CaseInsensitiveDict(answer.headers),
+            content=answer.body,
+            url=url,
+            method=method,
+        )
+        if options.get("check_response", True) and response.status >= 400:
+            raise RequestError(self.describe_failure(response), status=response.status)
+        return response
+
+    def describe_failure(self, response: AsyncResponse) -> str:
+        """A secret-free sentence for a failed response: request, status, body excerpt, retry note."""
+        secrets = self.secrets
+        account = self._loaded[1] if self._loaded is not None else None
+        own = account.secrets if account is not None else ()
+        url = redaction.redact_string(masked_url(response.url, own), secrets)
+        body = excerpt(response.content[:ERROR_BODY_BYTES], tuple(secrets))
+        message = f"{response.method} {url} answered {response.status} {response.reason or ''}".rstrip()
+        if body:
+            message += f"; body: {body}"
+        if account is not None and response.status in account.refresh_on:
+            message += " (after fetching a new token and retrying once)"
+        return message

@@ -17,21 +17,18 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseOperator
-from airflow.sdk.configuration import conf
-
 from airflow_custom_token import redaction
+from airflow_custom_token.compat import BaseOperator, call_with_context, config_getboolean
+from airflow_custom_token.fields import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     import requests
-    from airflow.sdk import Context
 
+    from airflow_custom_token.compat import Context
     from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 PAGE_KEYS = frozenset({"endpoint", "data", "json", "query_params", "headers", "extra_options"})
-
-DEFAULT_CONN_ID = "custom_token_default"  # CustomTokenHook.default_conn_name
 
 
 def merge(base: Any, override: Any) -> Any:
@@ -42,13 +39,6 @@ def merge(base: Any, override: Any) -> Any:
             out[key] = merge(out.get(key), value) if key in out else value
         return out
     return base if override is None else override
-
-
-def call_with_context(func: Callable[..., Any], response: Any, context: Context) -> Any:
-    """Call `func(response, **the context keys it asks for)`, as HttpOperator does."""
-    from airflow.sdk.bases.decorator import determine_kwargs
-
-    return func(response, **determine_kwargs(func, [response], context))
 
 
 class CustomTokenHttpOperator(BaseOperator):
@@ -75,6 +65,11 @@ class CustomTokenHttpOperator(BaseOperator):
     :param deferrable: send the requests from the triggerer.
     :param warn_on_non_idempotent: warn when a deferrable request is not idempotent (a triggerer
         restart may send it twice).
+    :param request_kwargs: more arguments for requests (sync mode): `files` (a multipart upload),
+        `cookies`, as `HttpOperator`'s.
+    :param retry_args: `tenacity.Retrying` arguments (sync mode): each request is retried as they say
+        (`CustomTokenHook.run_with_advanced_retry`), as `HttpOperator`'s. The connection's
+        `request_retries` works in both modes.
     """
 
     conn_id_field = "custom_token_conn_id"
@@ -113,8 +108,10 @@ class CustomTokenHttpOperator(BaseOperator):
         pagination_function: Callable[..., Any] | None = None,
         log_response: bool = False,
         extra_options: dict[str, Any] | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config_getboolean("operators", "default_deferrable", fallback=False),
         warn_on_non_idempotent: bool = True,
+        request_kwargs: dict[str, Any] | None = None,
+        retry_args: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,6 +130,24 @@ class CustomTokenHttpOperator(BaseOperator):
         self.extra_options = extra_options or {}
         self.deferrable = deferrable
         self.warn_on_non_idempotent = warn_on_non_idempotent
+        self.request_kwargs = request_kwargs or {}
+        self.retry_args = retry_args or {}
+        if self.request_kwargs:
+            from airflow_custom_token.hooks.custom_token import REQUEST_KWARGS
+
+            refused = sorted(set(self.request_kwargs) - REQUEST_KWARGS)
+            if refused:
+                raise ValueError(
+                    f"{self.task_id}: request_kwargs: expected keys among "
+                    f"{', '.join(sorted(REQUEST_KWARGS))}; found {refused} (the connection's token is the "
+                    "auth; timeout, verify, proxies, cert, stream and allow_redirects go in extra_options)"
+                )
+        if deferrable and (self.request_kwargs or self.retry_args):
+            given = " and ".join(name for name in ("request_kwargs", "retry_args") if getattr(self, name))
+            raise ValueError(
+                f"{self.task_id}: {given} work in sync mode only, not with deferrable=True (the triggerer "
+                "sends the request with aiohttp; for retries there, set the connection's request_retries)"
+            )
         if deferrable:
             from airflow_custom_token.triggers.http import DEFERRABLE_EXTRA_OPTIONS
 
@@ -175,15 +190,19 @@ class CustomTokenHttpOperator(BaseOperator):
         return args
 
     def _run(self, args: Mapping[str, Any]) -> requests.Response:
-        return self.hook.run(
-            args["endpoint"],
-            args["method"],
-            params=args["query_params"],
-            headers=args["headers"],
-            data=args["data"],
-            json=args["json"],
-            extra_options=args["extra_options"],
-        )
+        request = {
+            "params": args["query_params"],
+            "headers": args["headers"],
+            "data": args["data"],
+            "json": args["json"],
+            "extra_options": args["extra_options"],
+            **self.request_kwargs,
+        }
+        if self.retry_args:
+            return self.hook.run_with_advanced_retry(
+                self.retry_args, args["endpoint"], args["method"], **request
+            )
+        return self.hook.run(args["endpoint"], args["method"], **request)
 
     # -- sync ---------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -254,7 +273,7 @@ class CustomTokenHttpOperator(BaseOperator):
         self, context: Context, response: requests.Response | list[requests.Response]
     ) -> Any:
         """Log, check and filter the response(s); the result is redacted before it becomes an XCom."""
-        from airflow.sdk.exceptions import AirflowException
+        from airflow_custom_token.compat import AirflowException
 
         texts: Any = [r.text for r in response] if isinstance(response, list) else response.text
         if self.log_response:

@@ -18,16 +18,19 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.configuration import conf
-
 from airflow_custom_token import redaction
-from airflow_custom_token.operators.http import DEFAULT_CONN_ID, call_with_context
+from airflow_custom_token.compat import (
+    BaseSensorOperator,
+    PokeReturnValue,
+    call_with_context,
+    config_getboolean,
+)
+from airflow_custom_token.fields import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     import requests
-    from airflow.sdk import Context
 
+    from airflow_custom_token.compat import Context
     from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
 
@@ -79,7 +82,7 @@ class CustomTokenHttpSensor(BaseSensorOperator):
         response_check: Callable[..., bool | PokeReturnValue] | None = None,
         response_error_codes_allowlist: Sequence[str | int] | None = None,
         extra_options: dict[str, Any] | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = config_getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -157,8 +160,7 @@ class CustomTokenHttpSensor(BaseSensorOperator):
 
     # -- deferrable ---------------------------------------------------------------------------
     def _defer(self, started_at: float, delay: float) -> NoReturn:
-        from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
-
+        from airflow_custom_token.compat import AirflowSensorTimeout, AirflowSkipException
         from airflow_custom_token.triggers.http import CustomTokenHttpSensorTrigger
 
         remaining = self.timeout - (time.time() - started_at)

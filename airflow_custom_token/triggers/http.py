@@ -1,9 +1,10 @@
-"""Triggers for the deferrable operator and sensor: authenticated requests, fully async, in the triggerer.
+"""Triggers for the deferrable operator and sensor, and for an `AssetWatcher`: authenticated requests,
+fully async, in the triggerer.
 
-Both triggers build the connected account from the connections (`spec.adrive_chain`, driven by
-`BaseHook.aget_connection`), and send through `aio.AsyncCustomTokenClient`, which fetches, caches and
-refreshes the token (`refresh_on`) exactly as the sync hook does. A trigger serializes only the conn id,
-the request and the task's parameters, never a token.
+Every trigger sends through `hooks.custom_token.CustomTokenAsyncHook`: the triggers of one event loop
+share its connection lookup (`shared_account`), and it fetches, caches and refreshes the token
+(`refresh_on`) and retries (`request_retries`) exactly as the sync hook does. A trigger serializes only
+the conn id, the request and the task's parameters, never a token.
 
 Events are stored in the metadata database, so each one passes through `redaction.redact` first:
 
@@ -22,86 +23,54 @@ which ``airflow dags test`` replaces with the event.
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import weakref
-from collections.abc import AsyncIterator, Mapping
-from email.message import Message
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
-
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+import importlib
+import inspect
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_custom_token import redaction
-from airflow_custom_token.errors import CustomTokenError
-from airflow_custom_token.spec import ConnectedAccount, adrive_chain, build_account
+from airflow_custom_token.compat import BaseTrigger, TriggerEvent
+from airflow_custom_token.errors import ConfigurationError, CustomTokenError
+from airflow_custom_token.hooks.custom_token import (
+    ACCOUNT_TTL,
+    ASYNC_EXTRA_OPTIONS,
+    AsyncResponse,
+    CustomTokenAsyncHook,
+    aconnected_account,
+    shared_account,
+)
 
 if TYPE_CHECKING:
     import requests
 
-    from airflow_custom_token.aio import AsyncCustomTokenClient
-    from airflow_custom_token.flow import HttpResponse
-    from airflow_custom_token.settings import Settings
-
 # The extra_options a deferred request honours; the others only make sense for `requests`.
-DEFERRABLE_EXTRA_OPTIONS = frozenset({"check_response", "timeout"})
+DEFERRABLE_EXTRA_OPTIONS = ASYNC_EXTRA_OPTIONS
+# The shared per-loop account lookup (`shared_account`, `aconnected_account`, `ACCOUNT_TTL`) lives in
+# the hooks module now, with `CustomTokenAsyncHook`; the names stay importable from here.
+__all__ = [
+    "ACCOUNT_TTL",
+    "DEFERRABLE_EXTRA_OPTIONS",
+    "CustomTokenHttpEventTrigger",
+    "CustomTokenHttpSensorTrigger",
+    "CustomTokenHttpTrigger",
+    "aconnected_account",
+    "response_from_event",
+    "response_to_event",
+    "shared_account",
+]
 
 
-async def aconnected_account(
-    conn_id: str, integration_parameters: Mapping[str, Any] | None, settings: Settings
-) -> ConnectedAccount:
-    """The validated connected account, its connections read with `BaseHook.aget_connection`."""
-    from airflow_custom_token.compat import alookup_connection
-
-    chain = await adrive_chain(conn_id, alookup_connection)
-    return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
-
-
-# One triggerer loop runs many triggers of the same account; they share one connection lookup (single
-# flight) and reuse it for ACCOUNT_TTL seconds, so a changed connection reaches new triggers soon.
-ACCOUNT_TTL = 30.0
-_accounts: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[tuple[Settings, ConnectedAccount]]]]
-] = weakref.WeakKeyDictionary()
-
-
-async def shared_account(
-    conn_id: str, integration_parameters: Mapping[str, Any] | None
-) -> tuple[Settings, ConnectedAccount]:
-    """`load_settings()` and `aconnected_account(...)`, shared by the triggers of this event loop."""
-    from airflow_custom_token.settings import load_settings
-
-    loop = asyncio.get_running_loop()
-    key = json.dumps([conn_id, integration_parameters or {}], sort_keys=True, default=str)
-    entries = _accounts.setdefault(loop, {})
-    entry = entries.get(key)
-    if entry is None or time.monotonic() - entry[0] > ACCOUNT_TTL:
-
-        async def load() -> tuple[Settings, ConnectedAccount]:
-            settings = load_settings()
-            return settings, await aconnected_account(conn_id, integration_parameters, settings)
-
-        entry = (time.monotonic(), asyncio.ensure_future(load()))
-        entries[key] = entry
-    try:
-        return await asyncio.shield(entry[1])
-    except Exception:
-        entries.pop(key, None)  # a failed lookup is not remembered
-        raise
-
-
-def response_to_event(
-    response: HttpResponse, *, method: str, url: str, secrets: list[str] | tuple[str, ...]
-) -> dict[str, Any]:
+def response_to_event(response: AsyncResponse, *, secrets: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """A response as a JSON-able, redacted dict: status, reason, headers, text, url, method."""
-    text = response.body.decode(_charset(response.headers.get("content-type")), "replace")
     data = {
         "status": response.status,
         "reason": response.reason,
         "headers": dict(response.headers),
-        "text": text,
-        "url": url,
-        "method": method,
+        "text": response.text(),
+        "url": response.url,
+        "method": response.method,
     }
     redacted: dict[str, Any] = redaction.redact(data, secrets)
     return redacted
@@ -125,18 +94,6 @@ def response_from_event(data: Mapping[str, Any]) -> requests.Response:
     request.headers = CaseInsensitiveDict()
     response.request = request
     return response
-
-
-def _charset(content_type: str | None) -> str:
-    message = Message()
-    message["content-type"] = content_type or "application/octet-stream"
-    charset = message.get_param("charset")
-    name = charset if isinstance(charset, str) and charset else "utf-8"
-    try:
-        "".encode(name)
-    except LookupError:
-        return "utf-8"
-    return name
 
 
 def _message(exc: BaseException) -> str:
@@ -198,36 +155,29 @@ class _RequestTrigger(BaseTrigger):
             f"<{type(self).__name__} {self.method} {self.endpoint!r} conn_id={self.custom_token_conn_id!r}>"
         )
 
-    async def _client(self) -> AsyncCustomTokenClient:
-        from airflow_custom_token.aio import AsyncCustomTokenClient
-        from airflow_custom_token.source import TokenSource
+    def _hook(self) -> CustomTokenAsyncHook:
+        """The async hook of the account: the triggers of one event loop share its account lookup."""
+        return CustomTokenAsyncHook(self.custom_token_conn_id, self.integration_parameters)
 
-        settings, account = await shared_account(self.custom_token_conn_id, self.integration_parameters)
-        return AsyncCustomTokenClient(TokenSource(account, settings))
-
-    async def _send(self, client: AsyncCustomTokenClient) -> dict[str, Any]:
-        """Send the request once (the client refreshes the token once on `refresh_on`)."""
-        url, _, params = client.account.render_request(self.endpoint, None, self.query_params)
-        timeout = self.extra_options.get("timeout")
-        response = await client.request(
-            self.method,
+    async def _send(self, hook: CustomTokenAsyncHook) -> dict[str, Any]:
+        """Send the request once (the hook refreshes the token once on `refresh_on`, and retries as the
+        connection's `request_retries` says); the answer as an event's `response`, whatever its status."""
+        options: dict[str, Any] = {"check_response": False}
+        if self.extra_options.get("timeout"):
+            options["timeout"] = self.extra_options["timeout"]
+        response = await hook.run(
             self.endpoint,
+            self.method,
             params=self.query_params,
             headers=self.headers,
             data=self.data,
             json=self.json,
-            timeout=float(timeout) if timeout else None,
+            extra_options=options,
         )
-        if params:
-            url += ("&" if "?" in url else "?") + urlencode({str(k): str(v) for k, v in params.items()})
-        return response_to_event(response, method=self.method, url=url, secrets=self._secrets(client))
+        return response_to_event(response, secrets=hook.secrets)
 
-    @staticmethod
-    def _secrets(client: AsyncCustomTokenClient | None) -> list[str]:
-        return [*redaction.known(), *(client.account.secrets if client is not None else ())]
-
-    def _event(self, payload: dict[str, Any], client: AsyncCustomTokenClient | None) -> TriggerEvent:
-        event: dict[str, Any] = redaction.redact({**payload, "carry": self.carry}, self._secrets(client))
+    def _event(self, payload: dict[str, Any], hook: CustomTokenAsyncHook) -> TriggerEvent:
+        event: dict[str, Any] = redaction.redact({**payload, "carry": self.carry}, hook.secrets)
         return TriggerEvent(event)  # type: ignore[no-untyped-call]
 
 
@@ -253,14 +203,13 @@ class CustomTokenHttpTrigger(_RequestTrigger):
         return f"{__name__}.{type(self).__name__}", self._kwargs()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        client: AsyncCustomTokenClient | None = None
+        hook = self._hook()
         try:
-            client = await self._client()
-            async with client:
-                payload = {"status": "success", "response": await self._send(client)}
+            async with hook.session():
+                payload = {"status": "success", "response": await self._send(hook)}
         except Exception as exc:
             payload = {"status": "error", "message": _message(exc)}
-        yield self._event(payload, client)
+        yield self._event(payload, hook)
 
 
 class CustomTokenHttpSensorTrigger(_RequestTrigger):
@@ -302,12 +251,11 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if self.first_poke_delay > 0:
             await asyncio.sleep(self.first_poke_delay)
-        client: AsyncCustomTokenClient | None = None
+        hook = self._hook()
         try:
-            client = await self._client()
-            async with client:
+            async with hook.session():
                 while True:
-                    response = await self._send(client)
+                    response = await self._send(hook)
                     if response["status"] not in self.not_yet_codes:
                         break
                     self.log.info(
@@ -321,4 +269,160 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
             payload = {"status": "success", "response": response}
         except Exception as exc:
             payload = {"status": "error", "message": _message(exc)}
-        yield self._event(payload, client)
+        yield self._event(payload, hook)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Event-driven scheduling: an `AssetWatcher`'s trigger
+
+if TYPE_CHECKING:
+    from airflow_custom_token.compat import BaseEventTrigger
+else:
+    try:
+        from airflow_custom_token.compat import BaseEventTrigger
+    except ImportError:  # every Airflow 3 release has it (3.0 included): say so rather than break the module
+
+        class BaseEventTrigger(BaseTrigger):
+            def __init__(self, **kwargs: Any) -> None:
+                raise ImportError(
+                    "CustomTokenHttpEventTrigger needs airflow.triggers.base.BaseEventTrigger (Airflow 3.0 "
+                    "or later), which this Airflow lacks: no AssetWatcher can use it here"
+                )
+
+
+ResponseCheck = Callable[[Any], Any]
+
+
+class CustomTokenHttpEventTrigger(_RequestTrigger, BaseEventTrigger):
+    """Poll an API with the account's token until a check says yes, then fire once: a trigger for an
+    `AssetWatcher` (event-driven scheduling), like Airflow's `HttpEventTrigger`.
+
+    :param custom_token_conn_id: the connected account (a `custom_token` connection).
+    :param endpoint: path on the connection's host (or an absolute URL on an allowed origin).
+    :param method: HTTP method (GET by default; each poll sends it again: keep it idempotent).
+    :param query_params: query string parameters; `{placeholders}` resolve.
+    :param headers: request headers; `{placeholders}` resolve.
+    :param data: form fields (dict) or a raw body (str).
+    :param integration_parameters: values for `{placeholders}`, over the connection's own.
+    :param response_check_path: dotted import path of `check(response) -> bool` (sync or async), which
+        the triggerer imports; it receives a `requests.Response` (the answer, tokens redacted), as the
+        sensor's `response_check` does. None: the first 2xx answer passes.
+    :param poll_interval: seconds between requests.
+
+    The event is ``{"status": "success", "response": {status, reason, headers, text, url, method}}``,
+    redacted, as the other triggers' events. An error while polling (no answer, a failed token request,
+    a connection being fixed, a check that raised) is logged and polling goes on; only a
+    `response_check_path` that cannot be imported ends the trigger, with an error. It serializes its
+    arguments only, never a token.
+    """
+
+    def __init__(
+        self,
+        custom_token_conn_id: str,
+        endpoint: str,
+        method: str = "GET",
+        query_params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        data: Any = None,
+        integration_parameters: Mapping[str, Any] | None = None,
+        response_check_path: str | None = None,
+        poll_interval: float = 60.0,
+    ) -> None:
+        super().__init__(
+            custom_token_conn_id,
+            endpoint=endpoint,
+            method=method,
+            query_params=query_params,
+            headers=headers,
+            data=data,
+            integration_parameters=integration_parameters,
+        )
+        path = (response_check_path or "").strip() or None
+        if path is not None and not _DOTTED.fullmatch(path):
+            raise ValueError(
+                "response_check_path: expected the dotted import path of a function, e.g. "
+                f"'my_package.checks.report_is_ready'; found {path!r}"
+            )
+        if float(poll_interval) <= 0:
+            raise ValueError(f"poll_interval: expected a positive number of seconds, found {poll_interval}")
+        self.response_check_path = path
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{__name__}.{type(self).__name__}", {
+            "custom_token_conn_id": self.custom_token_conn_id,
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "query_params": self.query_params,
+            "headers": self.headers,
+            "data": self.data,
+            "integration_parameters": self.integration_parameters,
+            "response_check_path": self.response_check_path,
+            "poll_interval": self.poll_interval,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        check = await self._import_check()
+        hook = self._hook()
+        while True:
+            try:
+                async with hook.session():
+                    while (response := await self._poll(hook, check)) is None:
+                        await asyncio.sleep(self.poll_interval)
+            except Exception as exc:
+                level = logging.ERROR if isinstance(exc, ConfigurationError) else logging.WARNING
+                message = redaction.redact_string(_message(exc), hook.secrets)
+                self.log.log(
+                    level, "Polling %s failed: %s; next request in %s s", self, message, self.poll_interval
+                )
+                await asyncio.sleep(self.poll_interval)
+                continue
+            payload = redaction.redact({"status": "success", "response": response}, hook.secrets)
+            yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+            return
+
+    async def _poll(self, hook: CustomTokenAsyncHook, check: ResponseCheck | None) -> dict[str, Any] | None:
+        """One request: its (redacted) answer when the check passes, else None."""
+        response = await self._send(hook)
+        if check is None:
+            passed = 200 <= int(response["status"]) < 300
+        else:
+            rebuilt = response_from_event(response)
+            if inspect.iscoroutinefunction(check):
+                result = await check(rebuilt)
+            else:  # a plain function may block (it is the user's): never on the event loop
+                result = await asyncio.to_thread(check, rebuilt)
+                if inspect.isawaitable(result):
+                    result = await result
+            passed = bool(result)
+        if passed:
+            return response
+        self.log.info(
+            "%s %s answered %s: not yet; next request in %s s",
+            self.method,
+            self.endpoint,
+            response["status"],
+            self.poll_interval,
+        )
+        return None
+
+    async def _import_check(self) -> ResponseCheck | None:
+        """The function at `response_check_path` (imported in a worker thread: importing blocks)."""
+        path = self.response_check_path
+        if path is None:
+            return None
+        module_name, _, name = path.rpartition(".")
+        try:
+            module = await asyncio.to_thread(importlib.import_module, module_name)
+            check = getattr(module, name)
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(
+                f"response_check_path: cannot import {path!r} in the triggerer ({type(exc).__name__}: "
+                f"{exc}); expected the dotted path of a function in a module the triggerer can import"
+            ) from None
+        if not callable(check):
+            raise TypeError(f"response_check_path: {path!r} is a {type(check).__name__}, not a function")
+        return cast(ResponseCheck, check)
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")

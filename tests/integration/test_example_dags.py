@@ -30,6 +30,9 @@ DAG_IDS = {
     "example_custom_token_url_parameter",
     "example_custom_token_paginated_export",
     "example_custom_token_job_sensor",
+    "example_custom_token_asset_watcher",
+    "example_custom_token_notifier",
+    "example_custom_token_session_csrf",
 }
 
 
@@ -102,9 +105,12 @@ def dags_test(airflow: AirflowHome, dag_id: str, conf: dict[str, Any] | None = N
 
 
 def tokens_sent(demo: DemoServer) -> set[str]:
-    """The tokens the API received (in the Authorization header or the access_token parameter)."""
+    """The tokens the API received (in the Authorization header, the access_token parameter, or the
+    session cookie), and the CSRF tokens (an additional output)."""
     tokens = {entry["query"].get("access_token") for entry in demo.api_log}
     tokens |= {entry["headers"].get("Authorization", "").rpartition(" ")[2] for entry in demo.api_log}
+    tokens |= {entry["headers"].get("Cookie", "").partition("session=")[2] for entry in demo.api_log}
+    tokens |= {entry["headers"].get("X-CSRF-Token") for entry in demo.api_log}
     return {token for token in tokens if token}
 
 
@@ -112,7 +118,7 @@ def tokens_sent(demo: DemoServer) -> set[str]:
 
 
 def test_example_dags_parse_and_hold_no_urls() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.airflow_names import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
@@ -155,8 +161,85 @@ def test_paginated_export(airflow_home: AirflowHome) -> None:
 
 @pytest.mark.airflow_cli
 def test_job_sensor(airflow_home: AirflowHome) -> None:
-    xcoms = dags_test(airflow_home, "example_custom_token_job_sensor", {"seconds": 3})
+    xcoms = dags_test(airflow_home, "example_custom_token_job_sensor", {"seconds": 8})
     assert xcoms["start_job"].startswith("job-")
     assert xcoms["wait_for_job"] == {"rows": 42}
     polls = [e for e in airflow_home.demo.api_log if e["path"] == f"/api/v1/jobs/{xcoms['start_job']}"]
     assert len(polls) >= 2  # running, ..., done: the sensor deferred again after its check said no
+
+
+@pytest.mark.airflow_cli
+def test_session_csrf(airflow_home: AirflowHome) -> None:
+    demo = airflow_home.demo
+    logins = demo.stats()["token_requests_by_path"].get("/session/v1/login", 0)
+
+    xcoms = dags_test(airflow_home, "example_custom_token_session_csrf")
+
+    [note] = xcoms["list_notes"]["notes"]
+    assert note.startswith("exported ")
+    assert xcoms == {
+        "add_note": {"id": 1, "text": note},
+        "list_notes": {"account": "demo", "notes": [note]},
+        "list_notes_deferred": {"account": "demo", "notes": [note]},
+        "echo_session": {"Cookie": "***", "X-CSRF-Token": "***"},  # what the API received, redacted
+    }
+    assert demo.stats()["token_requests_by_path"]["/session/v1/login"] - logins == 1  # one login
+    calls = [e for e in demo.api_log if e["path"].startswith("/api/session/")]
+    csrf_tokens = set(demo._csrf.values())
+    assert len(calls) == 4 and all(e["headers"].get("X-CSRF-Token") in csrf_tokens for e in calls)
+
+
+# -- issue 13: a notifier in callbacks, an asset watched by the event trigger -------------------------------
+
+
+@pytest.mark.airflow_cli
+def test_notifier(airflow_home: AirflowHome) -> None:
+    demo = airflow_home.demo
+    before = len([e for e in demo.api_log if e["path"] == "/api/v1/echo"])
+
+    xcoms = dags_test(airflow_home, "example_custom_token_notifier")
+
+    assert xcoms == {"export_items": [1, 2, 3, 4, 5]}
+    [sent] = [e for e in demo.api_log if e["path"] == "/api/v1/echo"][before:]  # on_success_callback
+    assert sent["method"] == "POST" and sent["account"] == "prod"
+    run_id = sent["json"]["run_id"]
+    assert sent["json"] == {
+        "dag_id": "example_custom_token_notifier",
+        "task_id": "export_items",
+        "run_id": run_id,
+        "state": "success",
+    }
+    assert run_id.startswith("manual__") and sent["headers"]["X-Run"] == run_id
+
+
+@pytest.mark.airflow_cli
+def test_asset_watcher_dag_runs_its_task(airflow_home: AirflowHome) -> None:
+    """`airflow dags test` runs the asset-scheduled DAG's task itself (scripts/demo does too)."""
+    xcoms = dags_test(airflow_home, "example_custom_token_asset_watcher")
+    assert xcoms == {"fetch_report": {"name": "daily", "ready": True}}
+
+
+def test_the_asset_watcher_dag_is_scheduled_by_the_event_trigger() -> None:
+    """`airflow dags test` does not run an asset's watcher: the DAG parses with it, and its check is the
+    function the triggerer will import (the trigger itself runs in tests/servers/test_async_hook.py)."""
+    import importlib
+    import sys
+
+    from tests.airflow_names import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / "example_asset_watcher.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["example_custom_token_asset_watcher"]
+    [asset] = dag.timetable.asset_condition.objects  # schedule=[the asset]
+    assert asset.name == "acme_daily_report"
+    [watcher] = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath == "airflow_custom_token.triggers.http.CustomTokenHttpEventTrigger"
+    assert kwargs["custom_token_conn_id"] == "acme_prod"
+    sys.path.insert(0, str(DAGS_FOLDER))  # as the triggerer has the DAG folder on its path
+    try:
+        module_name, _, name = kwargs["response_check_path"].rpartition(".")
+        assert callable(getattr(importlib.import_module(module_name), name))
+    finally:
+        sys.path.remove(str(DAGS_FOLDER))
+        sys.modules.pop("example_asset_watcher", None)

@@ -1,13 +1,15 @@
 """Live tokens, passwords and secret parameters stay out of logs, XCom, errors, reprs and trigger events.
 
 The in-process tests check each surface on its own; `test_dags_test_writes_no_secret_anywhere` runs a
-DAG that tries hard to leak (tests/dags/leak_check.py) and the example DAG that echoes its URL token
-with `airflow dags test`, then searches everything Airflow wrote: its output, every file under
-AIRFLOW_HOME and every row of the metadata database.
+DAG that tries hard to leak (tests/dags/leak_check.py), the example DAG that echoes its URL token and the
+example DAG of a session API (a session cookie and its CSRF token, an additional output, from a login
+with Basic client authentication) with `airflow dags test`, then searches everything Airflow wrote: its
+output, every file under AIRFLOW_HOME and every row of the metadata database.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -86,32 +88,30 @@ def found_in(text: str, secrets: list[str]) -> list[str]:
 
 @pytest.fixture
 def masker_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Record what reaches `airflow.sdk.log.mask_secret` / `amask_secret` (then pass it on)."""
-    import airflow.sdk.log as sdk_log
+    """Record what reaches Airflow's `mask_secret` / `amask_secret` through compat (then pass it on)."""
+    from airflow_custom_token import compat
 
     monkeypatch.setattr(redaction, "_known", {})  # as in a fresh worker process
     calls: list[tuple[str, str]] = []
-    sync_real, async_real = sdk_log.mask_secret, sdk_log.amask_secret
+    sync_real, async_real = compat.mask_secret, compat.amask_secret
 
-    def record(secret: Any, name: str | None = None) -> None:
-        if isinstance(secret, str):  # Airflow itself masks connection extras as dicts
-            calls.append(("sync", secret))
-        sync_real(secret, name)
+    def record(secret: str) -> None:
+        calls.append(("sync", secret))
+        sync_real(secret)
 
-    async def arecord(secret: Any, name: str | None = None) -> None:
-        if isinstance(secret, str):
-            calls.append(("async", secret))
-        await async_real(secret, name)
+    async def arecord(secret: str) -> None:
+        calls.append(("async", secret))
+        await async_real(secret)
 
-    monkeypatch.setattr(sdk_log, "mask_secret", record)
-    monkeypatch.setattr(sdk_log, "amask_secret", arecord)
+    monkeypatch.setattr(compat, "mask_secret", record)
+    monkeypatch.setattr(compat, "amask_secret", arecord)
     return calls
 
 
 def test_token_injection_value_and_secret_parameters_reach_airflows_masker(
     demo: DemoServer, leaky: str, injection: str, masker_calls: list[tuple[str, str]]
 ) -> None:
-    from airflow.sdk.log import redact
+    from tests.airflow_names import redact
 
     hook = CustomTokenHook(leaky)
     token = hook.get_token()
@@ -302,6 +302,7 @@ def test_trigger_error_event_is_clean(demo: DemoServer, leaky: str) -> None:
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 LEAK_DAG = Path(__file__).parent / "dags" / "leak_check.py"
 EXAMPLE_DAG = EXAMPLE_DAGS / "example_url_parameter.py"
+SESSION_DAG = EXAMPLE_DAGS / "example_session_csrf.py"
 
 
 @dataclass
@@ -335,7 +336,7 @@ def leak_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakRun]:
     home = tmp_path_factory.mktemp("leak-home")
     dags = home / "dags"
     dags.mkdir()
-    for dag_file in (LEAK_DAG, EXAMPLE_DAG):
+    for dag_file in (LEAK_DAG, EXAMPLE_DAG, SESSION_DAG):
         (dags / dag_file.name).symlink_to(dag_file)
     with DemoServer() as demo:
         connections = {
@@ -378,6 +379,7 @@ def leak_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakRun]:
         assert run.codes["migrate"] == 0, run.outputs["migrate"][-3000:]
         airflow("leak_check", "dags", "test", "custom_token_leak_check")
         airflow("example", "dags", "test", "example_custom_token_url_parameter")
+        airflow("session", "dags", "test", "example_custom_token_session_csrf")
         yield run
 
 
@@ -392,9 +394,11 @@ def test_dags_test_ran_the_leaky_tasks_for_real(leak_run: LeakRun) -> None:
             leak_run.outputs["leak_check"][-5000:],
         )
     assert leak_run.codes["example"] == 0, leak_run.outputs["example"][-5000:]
+    assert leak_run.codes["session"] == 0, leak_run.outputs["session"][-5000:]
     tokens = list(leak_run.demo._tokens)
     api_log = json.dumps(leak_run.demo.api_log)
     assert tokens and all(token in api_log for token in tokens)
+    assert leak_run.demo._csrf and all(csrf in api_log for csrf in leak_run.demo._csrf.values())
     assert API_SECRET in api_log  # the secret parameter was sent, and so echoed back
 
 
@@ -418,11 +422,16 @@ def test_xcoms_are_redacted_recursively(leak_run: LeakRun) -> None:
     deferred = xcoms["leak_url_filtered_deferred"]
     assert deferred["echo"]["query"]["sid"] == "***"
     assert leak_run.xcoms("example_custom_token_url_parameter")["echo"]["access_token"] == "***"
+    session = leak_run.xcoms("example_custom_token_session_csrf")["echo_session"]
+    assert session == {"Cookie": "***", "X-CSRF-Token": "***"}
 
 
 @pytest.mark.airflow_cli
 def test_dags_test_writes_no_secret_anywhere(leak_run: LeakRun) -> None:
+    login, secret = example_dags.NOTES_ACCOUNT
+    basic = base64.b64encode(f"{login}:{secret}".encode()).decode()  # the session API's Basic credential
     secrets = [*leak_run.demo._tokens, PASSWORD, API_SECRET, *example_dags.ACCOUNTS.values()]
+    secrets += [*leak_run.demo._csrf.values(), secret, basic]  # the CSRF tokens: additional outputs
     problems: list[str] = []
     for name, output in leak_run.outputs.items():
         problems += [f"output of {name}: {s}" for s in found_in(output, secrets)]

@@ -33,11 +33,13 @@ def test_provider_info_validates_against_airflow_schema():
 
 
 def test_extra_keys_avoid_words_the_secrets_masker_hides():
-    from airflow.sdk._shared.secrets_masker.secrets_masker import DEFAULT_SENSITIVE_FIELDS
+    """Only a field whose value is a secret may (`proxies`: a proxy URL may carry credentials)."""
+    from airflow_custom_token.fields import FIELDS
+    from tests.airflow_names import DEFAULT_SENSITIVE_FIELDS
 
     [conn_type] = get_provider_info()["connection-types"]
     for key in conn_type["conn-fields"]:
-        assert not any(word in key for word in DEFAULT_SENSITIVE_FIELDS), key
+        assert FIELDS[key].secret or not any(word in key for word in DEFAULT_SENSITIVE_FIELDS), key
 
 
 @pytest.mark.airflow_cli
@@ -51,7 +53,7 @@ def test_airflow_lists_the_provider_and_its_hook(tmp_path):
         timeout=180,
     )
     assert providers.returncode == 0, providers.stderr[-2000:]
-    listed = {p["package_name"] for p in json.loads(providers.stdout[providers.stdout.index("[") :])}
+    listed = {p["package_name"] for p in json.loads(providers.stdout[providers.stdout.index("[{") :])}
     assert "airflow-custom-token" in listed
     hooks = subprocess.run(
         [str(AIRFLOW_BIN), "providers", "hooks", "--output", "json"],
@@ -61,14 +63,14 @@ def test_airflow_lists_the_provider_and_its_hook(tmp_path):
         timeout=180,
     )
     assert hooks.returncode == 0, hooks.stderr[-2000:]
-    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout[hooks.stdout.index("[") :])}
+    by_type = {h["connection_type"]: h for h in json.loads(hooks.stdout[hooks.stdout.index("[{") :])}
     assert by_type["custom_token"]["class"] == "airflow_custom_token.hooks.custom_token.CustomTokenHook"
     assert by_type["custom_token"]["conn_id_attribute_name"] == "custom_token_conn_id"
 
 
 def test_form_defaults_match_the_connection_contract():
-    """The form pre-fills what spec.FORM_DEFAULTS says (those values never override an integration's)."""
-    from airflow_custom_token.spec import FORM_DEFAULTS
+    """The form pre-fills what fields.FORM_DEFAULTS says (those values never override an integration's)."""
+    from airflow_custom_token.fields import FORM_DEFAULTS
 
     [conn_type] = get_provider_info()["connection-types"]
     shown = {

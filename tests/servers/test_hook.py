@@ -9,6 +9,7 @@ import requests
 from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.errors import ConfigurationError, RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.settings import Settings
 from tests.conftest import demo_extra
 
 # -- token request shape ------------------------------------------------------------------------
@@ -296,7 +297,9 @@ def test_run_rejects_unknown_extra_options(acme):
 
 
 def test_auth_object_plugs_into_plain_session(demo):
-    auth = CustomTokenAuth.from_values(demo.url, demo_extra(demo), login="qa", password="qa-secret")
+    auth = CustomTokenAuth.from_values(
+        demo.url, demo_extra(demo), login="qa", password="qa-secret", settings=Settings(host_cache=False)
+    )
     with requests.Session() as session:
         session.auth = auth
         assert session.get(f"{demo.url}/api/v1/whoami").json()["account"] == "qa"

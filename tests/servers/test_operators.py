@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.errors import CustomTokenError, RequestError
 from airflow_custom_token.operators.http import CustomTokenHttpOperator
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
+from tests.airflow_names import AirflowException, TaskDeferred
 from tests.conftest import demo_extra
 from tests.triggering import run_trigger
 

@@ -21,7 +21,9 @@ import requests
 from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.demo import DemoServer
+from airflow_custom_token.errors import TokenRequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.settings import Settings
 from tests.conftest import demo_extra
 from tests.tls import RedirectServer
 
@@ -92,7 +94,9 @@ def via_get_conn(account: Account, url: str) -> int:
 
 def via_auth(account: Account, url: str) -> int:
     """`CustomTokenAuth` on a plain `requests.Session`, built from values (no Airflow connection)."""
-    auth = CustomTokenAuth.from_values(account.host, account.extra, login="dev", password=PASSWORD)
+    auth = CustomTokenAuth.from_values(
+        account.host, account.extra, login="dev", password=PASSWORD, settings=Settings(host_cache=False)
+    )
     with requests.Session() as session:
         return session.get(url, auth=auth, timeout=10, verify=account.extra.get("verify", True)).status_code
 
@@ -306,7 +310,7 @@ def test_token_request_redirected_to_another_origin_does_not_carry_the_client_se
     )
     hook = account.hook
 
-    with pytest.raises(Exception):  # which error is not the point here
+    with pytest.raises(TokenRequestError) as caught:
         if transport == "sync":
             hook.get_token()
         else:
@@ -317,4 +321,13 @@ def test_token_request_redirected_to_another_origin_does_not_carry_the_client_se
 
             asyncio.run(go())
 
+    message = str(caught.value)
+    assert message.startswith(f"Token request failed: POST {demo.url}/api/v1/redirect?to=")
+    assert f"answered 302 (a redirect to http://{other.host})" in message
+    assert "do not follow redirects: set access_endpoint to the final URL" in message
+    assert caught.value.status == 302 and not caught.value.retryable
+    assert PASSWORD not in message
+    assert demo.stats()["token_requests"] == 0 and len(demo.token_log) == 0  # /redirect is the API's route
+    assert [e["path"] for e in demo.api_log] == ["/api/v1/redirect"]  # asked once: a redirect is not retried
+    assert other.token_log == [] and other.api_log == [], "the redirect was not followed"
     assert leaked(other.token_log + other.api_log, [PASSWORD]) == []

@@ -7,19 +7,19 @@ import time
 from typing import Any
 
 import pytest
-from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import (
-    AirflowRescheduleException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferred,
-)
 
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.sensors.http import CustomTokenHttpSensor
 from airflow_custom_token.triggers.http import CustomTokenHttpSensorTrigger
+from tests.airflow_names import (
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    PokeReturnValue,
+    TaskDeferred,
+)
 from tests.triggering import run_trigger
 
 pytestmark = pytest.mark.usefixtures("task_runner_off")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from airflow_custom_token.compat import AIRFLOW_VERSION
 from airflow_custom_token.errors import ConfigurationError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from tests.conftest import demo_extra
@@ -77,6 +78,8 @@ def test_bad_field_is_named_before_any_request(
     connect: Callable[..., CustomTokenHook], demo: Any, case: str
 ) -> None:
     overrides, key = CASES[case]
+    if isinstance(overrides, str) and AIRFLOW_VERSION < (3, 2, 0):
+        pytest.skip("Airflow 3.0 and 3.1 refuse a connection whose extra is not a JSON object (not defined)")
     hook = connect(raw_extra=overrides) if isinstance(overrides, str) else connect(**overrides)
 
     error = attempt(hook)
@@ -267,4 +270,226 @@ def test_test_connection_reports_every_problem_without_a_request(
     ok, message = connect(access_verb="PUT", inject_as="cookie").test_connection()
 
     assert not ok and "access_verb" in message and "inject_as" in message
+    assert_nothing_sent(demo)
+
+
+# -- values that escaped as plain exceptions, or quoted a secret (issue 15, item 7) ------------------------
+#
+# Each is a value a user can type into the form. Each must be a `ConfigurationError` naming its field, with
+# a message that quotes no part of a value that may hold a secret, and `test_connection()` must answer
+# `(False, message)` for it instead of raising.
+
+SECRET = "api-secret-9f3e"
+LOCAL = "http://127.0.0.1:8080"
+PORT_RANGE = "a port from 1 to 65535 after the host"
+ASCII_HOST = "a host name in ASCII (an internationalized domain name in its xn-- form)"
+IPV6 = "an IPv6 address in brackets, e.g. http://[::1]:8080, found an unmatched '[' or ']'"
+NO_SCHEME = "host: expected a base URL with scheme, e.g. https://api.example.com; found"
+ORIGIN = "a host name (meaning https) or an origin like https://host:port"
+
+# name: (host, extra overrides, the one problem reported)
+BAD_VALUES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "host-port-above-range": ("http://127.0.0.1:99999", {}, f"host: expected {PORT_RANGE}, found '99999'"),
+    "host-port-zero": ("http://127.0.0.1:0/api", {}, f"host: expected {PORT_RANGE}, found '0'"),
+    "allowed-hosts-port-above-range": (
+        LOCAL,
+        {"allowed_hosts": ["https://files.example.com:70000"]},
+        f"allowed_hosts: expected {PORT_RANGE}, found '70000'",
+    ),
+    "host-unclosed-ipv6": ("http://[::1", {}, f"host: expected {IPV6}"),
+    "allowed-hosts-unclosed-ipv6": (
+        LOCAL,
+        {"allowed_hosts": ["http://[::1:8080"]},
+        f"allowed_hosts: expected {IPV6}",
+    ),
+    "allowed-hosts-other-scheme": (
+        LOCAL,
+        {"allowed_hosts": ["ftp://files.example.com"]},
+        f"allowed_hosts: expected {ORIGIN}, found scheme 'ftp'",
+    ),
+    "lifetime-infinity": (
+        LOCAL,
+        {"access_lifetime": "Infinity"},
+        "access_lifetime: expected a finite number of seconds, found 'Infinity'",
+    ),
+    "lifetime-nan": (
+        LOCAL,
+        {"access_lifetime": "NaN"},
+        "access_lifetime: expected a finite number of seconds, found 'NaN'",
+    ),
+    "lifetime-1e400": (
+        LOCAL,
+        {"access_lifetime": "1e400"},
+        "access_lifetime: expected a finite number of seconds, found '1e400'",
+    ),
+    "lifetime-json-infinity": (
+        LOCAL,
+        {"access_lifetime": float("inf")},
+        "access_lifetime: expected a finite number of seconds, found Infinity",
+    ),
+    "lifetime-huge-integer": (
+        LOCAL,
+        {"access_lifetime": 10**400},
+        "access_lifetime: expected a finite number of seconds, found a number too large to use",
+    ),
+    "timeout-nan": (LOCAL, {"timeout": "NaN"}, "timeout: expected a finite number of seconds, found 'NaN'"),
+    "refresh-on-superscript-digit": (
+        LOCAL,
+        {"refresh_on": ["²"]},
+        "refresh_on: expected HTTP status codes (100-599), found '²'",
+    ),
+    "endpoint-two-ports": (
+        LOCAL,
+        {"access_endpoint": "http://h:1:2/token"},
+        f"access_endpoint: expected {PORT_RANGE}, found '1:2'",
+    ),
+    "test-endpoint-two-ports": (
+        LOCAL,
+        {"test_endpoint": "http://h:1:2/me"},
+        f"test_endpoint: expected {PORT_RANGE}, found '1:2'",
+    ),
+    "host-full-width-at": (
+        "http://evil.example\uff20127.0.0.1:8080",
+        {},
+        f"host: expected {ASCII_HOST}, found the character '\uff20' (U+FF20), which HTTP clients read as "
+        "another or refuse",
+    ),
+    "host-full-width-letters": (
+        "http://\uff45xample.com",
+        {},
+        f"host: expected {ASCII_HOST}, found the character '\uff45' (U+FF45), which HTTP clients read as "
+        "another or refuse",
+    ),
+    "endpoint-ideographic-full-stop": (
+        LOCAL,
+        {"access_endpoint": "https://auth\u3002example.com/token"},
+        f"access_endpoint: expected {ASCII_HOST}, found the character '\u3002' (U+3002), which HTTP clients "
+        "read as another or refuse",
+    ),
+    "host-backslash": (
+        "http://127.0.0.1:8080\\@evil.example",
+        {},
+        "host: expected a host name, found the character '\\', which a URL's host cannot hold",
+    ),
+    "host-userinfo-not-ascii": (
+        "http://dev:p\u00e4ssword@api.example.com",
+        {},
+        "host: expected a URL whose user and password (before @) are ASCII and percent-encoded, found other "
+        "text",
+    ),
+    "host-without-host-name": ("http://:8080/api", {}, "host: expected a URL with a host name, found none"),
+    "host-without-scheme-with-a-secret-in-the-path": (
+        "127.0.0.1:8080/{apiSecret}",
+        {},
+        f"{NO_SCHEME} '127.0.0.1:8080/...'",
+    ),
+    "host-without-scheme-with-userinfo": (
+        "dev:{apiSecret}@api.example.com",
+        {},
+        f"{NO_SCHEME} '...@api.example.com'",
+    ),
+    "host-without-scheme-that-is-a-secret": ("{apiSecret}", {}, f"{NO_SCHEME} '***'"),
+    "host-other-scheme": ("ftp://files.example.com/{apiSecret}", {}, f"{NO_SCHEME} scheme 'ftp'"),
+}
+
+
+def bad_value_extra(overrides: dict[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "integration_key": "acme",
+        "access_endpoint": "/oauth2/v1/token",
+        "access_verb": "POST",
+        "access_parameters": {"client_id": "{login}", "client_secret": "{password}"},
+        "inject_as": "header",
+        "inject_name": "Authorization",
+        "inject_template": "Bearer {token}",
+        "integration_parameters": {"apiSecret": SECRET},
+    }
+    return {**extra, **overrides}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_value_is_a_configuration_error_naming_its_field(case: str) -> None:
+    from airflow_custom_token.spec import RawConnection, build_account
+
+    host, overrides, problem = BAD_VALUES[case]
+    raw = RawConnection(
+        "broken", "custom_token", host=host, login="dev", password=PASSWORD, extra=bad_value_extra(overrides)
+    )
+
+    with pytest.raises(ConfigurationError) as caught:
+        build_account([raw])
+
+    assert caught.value.problems == [problem]
+    assert SECRET not in str(caught.value) and PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_test_connection_answers_false_for_a_bad_value(
+    demo: Any, make_conn: Callable[..., str], case: str
+) -> None:
+    host, overrides, problem = BAD_VALUES[case]
+    make_conn("broken", host=host, login="dev", password=PASSWORD, extra=bad_value_extra(overrides))
+
+    ok, message = CustomTokenHook("broken").test_connection()
+
+    assert (ok, message) == (
+        False,
+        f"Configuration failed: Connection 'broken' (custom_token) has 1 problem:\n  - {problem}",
+    )
+    assert_nothing_sent(demo)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://h:1:2/api", f"endpoint: expected {PORT_RANGE}, found '1:2'"),
+        ("http://127.0.0.1:99999/api", f"endpoint: expected {PORT_RANGE}, found '99999'"),
+        ("http://[::1/api", f"endpoint: expected {IPV6}"),
+        (
+            "http://127.0.0.1\uff1a8080/api",
+            f"endpoint: expected {ASCII_HOST}, found the character '\uff1a' "
+            "(U+FF1A), which HTTP clients read as another or refuse",
+        ),
+    ],
+    ids=["two-ports", "port-above-range", "unclosed-ipv6", "full-width-colon"],
+)
+def test_bad_endpoint_of_a_request_is_a_configuration_error(
+    connect: Callable[..., CustomTokenHook], demo: Any, endpoint: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        connect().run(endpoint)
+
+    assert caught.value.problems == [problem]
+    assert_nothing_sent(demo)
+
+
+def test_endpoint_on_another_origin_names_the_origin_of_host_only(
+    connect: Callable[..., CustomTokenHook], demo: Any
+) -> None:
+    """The base URL's path may hold a secret-named parameter's value: the message shows its origin."""
+    hook = connect(host=f"{demo.url}/tenants/{{apiSecret}}", integration_parameters={"apiSecret": SECRET})
+
+    with pytest.raises(ConfigurationError) as caught:
+        hook.run("http://127.0.0.2:9/api")
+
+    assert caught.value.problems == [
+        f"endpoint: expected a path or a URL on the origin of host ({demo.url}) or of allowed_hosts; "
+        "found a URL on http://127.0.0.2:9, which would receive the token"
+    ]
+    assert_nothing_sent(demo)
+
+
+@pytest.mark.parametrize("raw", ["inf", "NaN", "1e400"])
+def test_test_connection_answers_false_for_a_non_finite_setting(
+    acme: str, demo: Any, monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CUSTOM_TOKEN__TOKEN_REQUEST_RETRIES", raw)
+
+    ok, message = CustomTokenHook(acme).test_connection()
+
+    assert (ok, message) == (
+        False,
+        f"Configuration failed: ValueError: [custom_token] token_request_retries: expected a finite number, "
+        f"found {raw!r}",
+    )
     assert_nothing_sent(demo)

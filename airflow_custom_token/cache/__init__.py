@@ -1,0 +1,36 @@
+"""Token caches, fastest first: process, host, shared (Redis); below them, the token endpoint.
+
+- `process`: `TokenCache`, in memory, one per process (`PROCESS_CACHE`); it also orders the layers.
+- `host`: `HostStore`, Fernet-encrypted files shared by the processes of a machine (`host_store`).
+- `shared`: `SharedStore`, Fernet-encrypted entries in Redis shared by every host of a cluster
+  (`shared_store`, `ashared_store`; `[custom_token] shared_cache_conn_id`). Imported on first use:
+  a process without a shared cache never loads it.
+
+Each layer makes its callers wait on one fetch: a lock per key in the process, a file lock per key on
+the host, a lease per key in Redis.
+"""
+
+from typing import Any
+
+from airflow_custom_token.cache.host import Cipher, HostStore, host_store
+from airflow_custom_token.cache.process import PROCESS_CACHE, TokenCache
+
+__all__ = [
+    "PROCESS_CACHE",
+    "Cipher",
+    "HostStore",
+    "SharedStore",
+    "TokenCache",
+    "ashared_store",
+    "host_store",
+    "shared_store",
+]
+_SHARED = frozenset({"SharedStore", "ashared_store", "shared_store"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SHARED:
+        from airflow_custom_token.cache import shared
+
+        return getattr(shared, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,179 @@
+"""The process cache and the order of the layers: process, host, shared, then the token endpoint.
+
+`TokenCache` keeps tokens in memory for every hook of the process; concurrent callers of one key
+wait on one fetch (single flight: a thread lock, or an asyncio lock per event loop). Below it, the
+host store's file lock makes the processes of a machine wait on one fetch, and the shared store's
+lease makes the machines of a cluster wait on one fetch. A token found in a lower layer fills the
+layers above it; a fetched token is written to every layer.
+
+The fetch itself is the caller's (sync or async); the cache only decides when to call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from airflow_custom_token.cache.host import Held, HostStore
+from airflow_custom_token.flow import Token
+
+if TYPE_CHECKING:
+    from airflow_custom_token.cache.shared import SharedStore
+
+LEASE_SLACK = 3.0  # the shared cache's lease: the token request's timeout plus this
+DEFAULT_LEASE = 30.0 + LEASE_SLACK  # with the default token request timeout
+
+
+class TokenCache:
+    """Process cache in front of the optional host and shared stores. One per process (`PROCESS_CACHE`)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, Token] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._alocks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def peek(self, key: str, margin: float, now: float | None = None) -> Token | None:
+        """The cached token if it is still fresh (no lock: the warm path)."""
+        token = self._tokens.get(key)
+        if token is not None and token.is_fresh(time.time() if now is None else now, margin):
+            return token
+        return None
+
+    def get(
+        self,
+        key: str,
+        fetch: Callable[[], Token],
+        margin: float,
+        store: HostStore | None,
+        shared: SharedStore | None = None,
+        lease: float = DEFAULT_LEASE,
+    ) -> Token:
+        """A fresh token for `key`, fetched at most once across threads, processes (with a host store)
+        and hosts (with a shared store)."""
+        token = self.peek(key, margin)
+        if token is not None:
+            return token
+        with self._lock(key):
+            token = self.peek(key, margin)
+            if token is not None:
+                return token
+
+            def below() -> Token:  # the shared store, else the token endpoint
+                return fetch() if shared is None else shared.get(key, fetch, margin, lease)
+
+            if store is None:
+                token = below()
+            else:  # held is None: the host cache is off for this call (said once), the task goes on
+                with store.locked(key) as held:
+                    token = None if held is None else store.read(key, held)
+                    if token is None or not token.is_fresh(time.time(), margin):
+                        token = below()
+                        if held is not None:
+                            store.write(key, token, held)
+            self._tokens[key] = token
+            return token
+
+    async def aget(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[Token]],
+        margin: float,
+        store: HostStore | None,
+        shared: SharedStore | None = None,
+        lease: float = DEFAULT_LEASE,
+    ) -> Token:
+        """`get` for the event loop: the fetch and Redis are awaited; file locking runs in a worker thread."""
+        token = self.peek(key, margin)
+        if token is not None:
+            return token
+        loop_key = (id(asyncio.get_running_loop()), key)
+        with self._guard:
+            lock = self._alocks.setdefault(loop_key, asyncio.Lock())
+        async with lock:
+            token = self.peek(key, margin)
+            if token is not None:
+                return token
+
+            async def below() -> Token:
+                return await (fetch() if shared is None else shared.aget(key, fetch, margin, lease))
+
+            if store is None:
+                token = await below()
+            else:
+                held = await _acquire(store, key)
+                try:
+                    token = None if held is None else await asyncio.to_thread(store.read, key, held)
+                    if token is None or not token.is_fresh(time.time(), margin):
+                        token = await below()
+                        if held is not None:
+                            await asyncio.to_thread(store.write, key, token, held)
+                finally:
+                    if held is not None:
+                        store.release(held)
+            self._tokens[key] = token
+            return token
+
+    def forget(self, key: str, token: Token | None) -> None:
+        """Drop `token` from this process (only if it is still the cached one), or any token when None."""
+        with self._guard:
+            current = self._tokens.get(key)
+            if token is None or (current is not None and current.value == token.value):
+                self._tokens.pop(key, None)
+
+    def discard(
+        self, key: str, token: Token | None, store: HostStore | None, shared: SharedStore | None = None
+    ) -> None:
+        """Drop `token` (only where it is still the cached one), or any token for `key` when None."""
+        with self._lock(key):
+            self.forget(key, token)
+            if store is not None:
+                with store.locked(key) as held:
+                    if held is not None:
+                        store.delete(key, only_if=None if token is None else token.value, held=held)
+            if shared is not None:
+                shared.discard(key, token)
+
+    async def adiscard(
+        self, key: str, token: Token | None, store: HostStore | None, shared: SharedStore | None = None
+    ) -> None:
+        """`discard` for the event loop: file locking in a worker thread, Redis awaited."""
+        await asyncio.to_thread(self.discard, key, token, store)
+        if shared is not None:
+            await shared.adiscard(key, token)
+
+    def clear(self) -> None:
+        """Forget every token in this process (tests, and `invalidate_token` of all)."""
+        with self._guard:
+            self._tokens.clear()
+
+
+async def _acquire(store: HostStore, key: str) -> Held | None:
+    """`store.acquire` in a worker thread; a caller cancelled meanwhile releases the lock once taken
+    (a lock left held would block this key on the whole host)."""
+    taking = asyncio.ensure_future(asyncio.to_thread(store.acquire, key))
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(_release_when_taken(store))
+        raise
+
+
+def _release_when_taken(store: HostStore) -> Callable[[asyncio.Future[Held | None]], None]:
+    def release(taking: asyncio.Future[Held | None]) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            held = taking.result()
+            if held is not None:
+                store.release(held)
+
+    return release
+
+
+PROCESS_CACHE = TokenCache()

@@ -1,0 +1,3 @@
+"""Notifiers: callbacks that call an API with a connected account's token."""
+
+from __future__ import annotations

@@ -1,0 +1,298 @@
+"""The rules of an API request, written once and free of I/O: inject, guard redirects, refresh, retry.
+
+`request_flow(account, request)` is a generator in the manner of httpx's `auth_flow`: it yields
+commands and receives their outcomes. A transport (requests in `auth.py`, aiohttp in `aio.py`) only
+carries them out:
+
+- `GetToken()`: send back the account's current `Token` (cache, else a token request);
+- `Discard(token)`: drop `token` from the caches if it is still the cached one; send back None;
+- `Send(request)`: send `request` as it is, without following a redirect; send back its `Head`, or
+  throw the transport error (connection refused, timeout) into the generator;
+- `Follow(request)`: the redirect just received leads to `request`; the transport follows it (requests
+  does, after the driver set the redirect's Location and headers) and sends back the `Head` of the
+  answer, with `Head.sent` when the transport adjusted the request on the way (cookies, body headers);
+- `Wait(seconds)`: back off before the next attempt (API retries); send back None.
+
+The generator returns a `Result` when the last `Head` is the answer, and raises the transport error
+it was thrown when that is final. What it decides:
+
+- The request it holds is never injected: the credentials (request parameters and the token) are
+  added afresh to every request it yields, and only when the target is one of the account's allowed
+  origins (`ConnectedAccount.is_allowed`: scheme, host and port, so https -> http loses them too).
+  The request's own headers win over the request parameters; the token header wins over all.
+- A redirect is followed to `urljoin(current, Location)`. If the current request carried the
+  account's query parameters, a Location that repeats them (servers often redirect to
+  `<elsewhere><request URI>`) is stripped of them first: another origin never receives them, the same
+  origin receives them once. 303 (and 301/302 after a POST) turn the request into a GET without body.
+- A status in `refresh_on`, answered to a request that carried the token, discards that token; the
+  first time, the request is sent again with a new token (unless its body is a stream that cannot be
+  sent twice: `NOT_RESENT`); a token rejected on that retry is discarded too, and the answer stands.
+- With a `RetryPolicy` (None: no API retries), an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE)
+  whose body can be sent again is retried after a transport error or a 429/502/503/504, after
+  `Wait(policy.delay(attempt, Retry-After))`, up to `policy.retries` times per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+from airflow_custom_token.errors import RequestError
+from airflow_custom_token.flow import RetryPolicy, Token, masked_url, parse_retry_after
+from airflow_custom_token.spec import ConnectedAccount
+
+NOT_RESENT = (
+    "the token was refreshed, but the request was not retried because its body is a stream or generator "
+    "that cannot be sent twice"
+)
+MAX_REDIRECTS = 10
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# API retries (issue 13): methods that may be sent twice, answers that say "try again".
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+BODY_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """An API request as the rules see it. `body` is the transport's own, carried along untouched."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: Any = field(default=None, repr=False, compare=False)
+    replayable: bool = True  # False: the body is a stream or generator that cannot be sent twice
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)  # what the rules injected
+
+    def __repr__(self) -> str:  # the query and the headers may hold credentials
+        return f"<ApiRequest {self.method} {urlsplit(self.url)._replace(query='').geturl()}>"
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for n, v in self.headers if n.lower() == lowered), None)
+
+    def describe(self, secrets: tuple[str, ...] = ()) -> str:
+        """`METHOD url` with every injected or secret value masked."""
+        return f"{self.method} {masked_url(self.url, (*secrets, *self.secrets))}"
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the rules need of an answer: its status and headers (lower-case names).
+
+    `sent`: the request as the transport really sent it, when that differs from the one yielded
+    (requests adjusts a followed redirect: cookies, body headers); None when it was sent as yielded.
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    sent: ApiRequest | None = None
+
+
+@dataclass(frozen=True)
+class GetToken:
+    """Send back the account's current token."""
+
+
+@dataclass(frozen=True)
+class Discard:
+    """Drop this token from the caches (if it is still the cached one); send back None."""
+
+    token: Token
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send this request, following no redirect; send back its `Head` or throw the transport error."""
+
+    request: ApiRequest
+
+
+@dataclass(frozen=True)
+class Follow:
+    """The redirect just received leads to this request: follow it; send back the answer's `Head`."""
+
+    request: ApiRequest
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait this many seconds (backoff before an API retry); send back None."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """The last `Head` received is the answer. `note` says why a refresh was not followed by a retry."""
+
+    note: str | None = None
+    refreshed: bool = False
+
+
+Command = GetToken | Discard | Send | Follow | Wait
+Flow = Generator[Command, Any, Result]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Injection, written once
+
+
+def concerns(account: ConnectedAccount, url: str) -> bool:
+    """Does a request to `url` take the account's credentials (and so its rules) at all?"""
+    return bool(url) and account.is_allowed(url)
+
+
+def add_query(url: str, pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+    """`url` with `pairs` appended to its query, the existing query kept as it is."""
+    if not pairs:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(list(pairs))
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> tuple[ApiRequest, frozenset[str]]:
+    """`request` with the account's credentials, and the (lower-case) names of the headers it set.
+
+    The request's own headers win over the request parameters; the token header replaces a header of
+    the same name.
+    """
+    headers, query = account.credentials(token.value, token.outputs)
+    token_header = account.inject_name.lower() if account.inject_as == "header" else None
+    own = {name.lower() for name, _ in request.headers}
+    added = [(n, v) for n, v in headers if n.lower() == token_header or n.lower() not in own]
+    names = frozenset(n.lower() for n, _ in added)
+    kept = [(n, v) for n, v in request.headers if n.lower() not in names]
+    injected = replace(
+        request,
+        url=add_query(request.url, query),
+        headers=(*kept, *added),
+        secrets=account.token_values(token.value, token.outputs),
+    )
+    return injected, names
+
+
+def uninjected(account: ConnectedAccount, request: ApiRequest) -> ApiRequest:
+    """`request` without anything the account's credentials could have added to it (by name)."""
+    header_names = {n.lower() for n in account.added_names[0]}
+    return replace(
+        request,
+        url=account.without_added_params(request.url),
+        headers=tuple((n, v) for n, v in request.headers if n.lower() not in header_names),
+        secrets=(),
+    )
+
+
+def _rebase(base: ApiRequest, sent: ApiRequest, names: frozenset[str]) -> ApiRequest:
+    """The un-injected request behind `sent`: its headers, minus those the rules set, plus base's own."""
+    headers = (
+        *((n, v) for n, v in sent.headers if n.lower() not in names),
+        *((n, v) for n, v in base.headers if n.lower() in names),
+    )
+    return replace(base, method=sent.method, headers=headers, body=sent.body, replayable=sent.replayable)
+
+
+def redirected(
+    account: ConnectedAccount, request: ApiRequest, head: Head, carried: bool
+) -> ApiRequest | None:
+    """The (un-injected) request a redirect leads to, or None if `head` is not a redirect."""
+    location = head.headers.get("location")
+    if head.status not in REDIRECT_STATUSES or not location:
+        return None
+    target = urljoin(request.url, location.strip())
+    if carried:  # a Location that repeats our query parameters must not carry them on
+        target = account.without_added_params(target)
+    method, body, headers, replayable = request.method, request.body, request.headers, request.replayable
+    if (head.status == 303 and method != "HEAD") or (head.status in (301, 302) and method == "POST"):
+        method, body, replayable = "GET", None, True
+        headers = tuple((n, v) for n, v in headers if n.lower() not in BODY_HEADERS)
+    return replace(request, method=method, url=target, headers=headers, body=body, replayable=replayable)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The flow
+
+
+def request_flow(
+    account: ConnectedAccount,
+    request: ApiRequest,
+    *,
+    retry: RetryPolicy | None = None,
+    refresh: bool = True,
+    max_redirects: int | None = MAX_REDIRECTS,
+) -> Flow:
+    """The rules of one API call (see the module's docstring). `request` carries no credentials.
+
+    :param retry: the API retry policy; None: no API retries.
+    :param refresh: False: never discard or replace the token (checking one token, `test_connection`).
+    :param max_redirects: raise `RequestError` past this many redirects; None: the transport counts.
+    """
+    base = request
+    refreshed = False
+    attempts = 0  # API retries so far
+    redirects = 0
+    following = False  # is the next request a redirect the transport follows?
+    while True:
+        token: Token | None = None
+        names: frozenset[str] = frozenset()
+        outgoing = base
+        if concerns(account, base.url):
+            token = yield GetToken()
+            outgoing, names = inject(account, base, token)
+        try:
+            head: Head = yield (Follow(outgoing) if following else Send(outgoing))
+        except Exception:  # a transport error, thrown in by the driver
+            if retry is None or not _may_retry(base, attempts, retry):
+                raise
+            attempts += 1
+            yield Wait(retry.delay(attempts, None))
+            following = False
+            continue
+        following = False
+        sent_token = token
+        if head.sent is not None:  # the transport adjusted the request it followed
+            if (
+                token is not None
+                and account.inject_as == "header"
+                and head.sent.header(account.inject_name) is None
+            ):
+                sent_token = None  # dropped on the way (requests strips Authorization off its host)
+            base = _rebase(base, head.sent, names)
+
+        target = redirected(account, base, head, carried=token is not None)
+        if target is not None:
+            redirects += 1
+            if max_redirects is not None and redirects > max_redirects:
+                raise RequestError(f"{target.describe(account.secrets)}: more than {max_redirects} redirects")
+            base, following = target, True
+            continue
+
+        if head.status in account.refresh_on and sent_token is not None and refresh:
+            yield Discard(sent_token)  # rejected: whether on the first try or on the refresh retry
+            if refreshed:
+                return Result(refreshed=True)
+            if not base.replayable:
+                return Result(note=NOT_RESENT)
+            refreshed = True
+            continue
+
+        if retry is not None and head.status in RETRY_STATUSES and _may_retry(base, attempts, retry):
+            attempts += 1
+            yield Wait(retry.delay(attempts, parse_retry_after(head.headers.get("retry-after"))))
+            continue
+        return Result(refreshed=refreshed)
+
+
+def api_policy(account: ConnectedAccount, waits: RetryPolicy) -> RetryPolicy | None:
+    """The API retry policy of `account`: its `request_retries`, with the backoff and the Retry-After cap
+    of `waits` (the token requests' policy, from `[custom_token]`); None when it retries nothing."""
+    if account.request_retries <= 0:
+        return None
+    return replace(waits, retries=account.request_retries)
+
+
+def _may_retry(request: ApiRequest, attempts: int, retry: RetryPolicy) -> bool:
+    return request.method.upper() in IDEMPOTENT_METHODS and request.replayable and attempts < retry.retries

@@ -1,0 +1,91 @@
+"""The layout's promise, checked on every import statement (module level and inside functions).
+
+- The core never imports an Airflow surface (`hooks`, `operators`, `sensors`, `triggers`, `notifications`).
+- Only `compat` imports Airflow itself: every version difference lives there.
+- Surfaces do not borrow from each other: each may use `hooks` (which owns the connection), and the
+  operator and the sensor may use the triggers they defer to.
+- `fields` and `get_provider_info` import the standard library only (provider discovery imports them).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "airflow_custom_token"
+SURFACES = ("hooks", "operators", "sensors", "triggers", "notifications")
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "demo" not in p.relative_to(PACKAGE).parts)
+
+
+def layer(path: Path) -> str:
+    part = path.relative_to(PACKAGE).parts[0]
+    return part if part in SURFACES else "core"
+
+
+def imports(path: Path, root: Path = PACKAGE) -> list[str]:
+    """Every absolute module name `path` imports, at any depth (relative imports resolved)."""
+    found: list[str] = []
+    package = ".".join(("airflow_custom_token", *path.relative_to(root).parts[:-1]))
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            found.append(name)
+            found += [f"{name}.{alias.name}" for alias in node.names]
+    return found
+
+
+def ours(name: str) -> str | None:
+    """The first part of our module path (`hooks`, `spec`, ...), or None for another package."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "airflow_custom_token" and len(parts) > 1 else None
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_one_way(path: Path) -> None:
+    mine = layer(path)
+    wrong: list[str] = []
+    for name in imports(path):
+        target = ours(name)
+        if mine == "core" and target in SURFACES:
+            wrong.append(f"core module imports the surface {name}")
+        allowed = {mine, "hooks", *(("triggers",) if mine in ("operators", "sensors") else ())}
+        if mine in SURFACES and target in SURFACES and target not in allowed:
+            wrong.append(f"surface {mine} borrows from {name}")
+        top = name.split(".")[0]
+        if top == "airflow" and path.name != "compat.py":
+            wrong.append(f"imports Airflow directly ({name}); go through airflow_custom_token.compat")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("name", ["fields.py", "get_provider_info.py"])
+def test_discovery_modules_import_the_standard_library_only(name: str) -> None:
+    outside = [
+        n
+        for n in imports(PACKAGE / name)
+        if n.split(".")[0] not in sys.stdlib_module_names and ours(n) != "fields"
+    ]
+    assert not outside, outside
+
+
+def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
+    """A core module importing a hook inside a function, or relatively, would be caught."""
+    fake = tmp_path / "core_module.py"
+    fake.write_text(
+        "def f():\n"
+        "    from airflow_custom_token.hooks.custom_token import CustomTokenHook\n"
+        "    from .operators import http\n"
+    )
+    names = imports(fake, root=tmp_path)
+    assert [ours(n) for n in names if ours(n) in SURFACES] == ["hooks", "hooks", "operators", "operators"]
