@@ -68,6 +68,8 @@ class TokenSource:
         if not self._store_resolved:
             if self.settings.host_cache:
                 self._store = host_store(self.settings.cache_dir, self._fernet)
+                if self._store is not None:  # cached expiries are read within the configured bound
+                    self._store.max_lifetime = self.settings.max_token_lifetime
             self._store_resolved = True
         return self._store
 
@@ -164,8 +166,7 @@ class TokenSource:
         """`store` for the event loop: its first use (Airflow's Fernet, the directory) in a worker thread."""
         if self._store_resolved or not self.settings.host_cache:
             return self.store
-        found, store = resolved_host_store(self.settings.cache_dir, self._fernet)
+        found, _ = resolved_host_store(self.settings.cache_dir, self._fernet)
         if found:  # another source of this process resolved it: no worker thread needed
-            self._store, self._store_resolved = store, True
-            return store
+            return self.store
         return await asyncio.to_thread(lambda: self.store)
