@@ -357,8 +357,7 @@ class RequestsFlow:
         while isinstance(command, Send):
             retry = sent.copy()
             apply(retry, command.request)
-            response.content  # noqa: B018 - drain to release the connection
-            response.close()
+            release(response)  # before the retry: its body is nobody's
             if response.raw is not None and retry._cookies is not None:  # type: ignore[attr-defined]
                 extract_cookies_to_jar(retry._cookies, sent, response.raw)  # type: ignore[attr-defined,no-untyped-call]
                 retry.prepare_cookies(retry._cookies)  # type: ignore[attr-defined]
@@ -394,6 +393,40 @@ class RequestsFlow:
         apply(retry, command.request)
         self._expect, self._following = retry, False
         return retry
+
+
+#: What is read of an answer the rules replace with a retry (a 401 before the refresh), for its connection
+#: to carry the retry; a longer body, or one slower than `DRAIN_SECONDS`, closes the connection instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+def release(response: requests.Response) -> None:
+    """Let go of an answer replaced by a retry: drain what is left of its body, bounded in size and time
+    (`DRAIN_BYTES`, `DRAIN_SECONDS`), so that its connection goes back to the pool; past either bound, the
+    connection is closed instead. A huge, endless or trickling body never holds the retry.
+
+    A body read to its end stays the answer's `content` (the retry's `history` shows it, as before).
+    """
+    import urllib3
+
+    read1 = getattr(response.raw, "read1", None)  # urllib3's: reads what has arrived
+    if read1 is not None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        chunks: list[bytes] = []
+        drained = 0
+        try:
+            while drained <= DRAIN_BYTES and time.monotonic() < deadline:
+                chunk = read1(min(CHUNK_BYTES, DRAIN_BYTES + 1 - drained), decode_content=True)
+                if not chunk:  # the end: urllib3 has put the connection back in its pool
+                    response._content = b"".join(chunks)  # type: ignore[attr-defined]
+                    response._content_consumed = True  # type: ignore[attr-defined]
+                    break
+                chunks.append(chunk)
+                drained += len(chunk)
+        except (urllib3.exceptions.HTTPError, OSError):  # the connection is closed below
+            pass
+    response.close()  # unless read to its end, closes the connection
 
 
 def redacted_error(

@@ -43,9 +43,12 @@ surfaces (``BaseHook``, ``BaseOperator``, ``BaseSensorOperator``, ``PokeReturnVa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
-from collections.abc import Callable, Collection, Mapping
+import re
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # mypy checks against the newest release's paths
@@ -88,9 +91,12 @@ __all__ = [
     "get_airflow_connection",
     "get_fernet",
     "import_first",
+    "local_masker",
     "lookup_connection",
     "mask_secret",
+    "masker_size",
     "ui_field_behaviour",
+    "update_masker",
 ]
 
 
@@ -245,6 +251,122 @@ async def amask_secret(secret: str) -> None:
     from asgiref.sync import sync_to_async
 
     await sync_to_async(mask_secret)(secret)
+
+
+# -- this process's masker: many values at once, and the provider's own removed again (issue 15) -------
+_masker_lock = threading.Lock()
+_added_patterns: set[str] = set()  # what `update_masker` added to the masker: the provider's to remove
+
+
+def local_masker() -> Any | None:
+    """This process's secrets masker when it is built as in 3.0-3.3, else None.
+
+    There (``SecretsMasker``, a logging filter) `patterns` is a set of escaped values and `replacer`
+    one regex of all of them, which `add_mask` compiles again on every new value: told thousands of
+    tokens, one more costs hundreds of ms. It has no public way to forget a value.
+    """
+    if not (3, 0, 0) <= AIRFLOW_VERSION < (4, 0, 0):
+        return None
+    try:
+        if AIRFLOW_VERSION < (3, 1, 0):
+            from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+        else:
+            from airflow.sdk._shared.secrets_masker import _secrets_masker
+        masker = _secrets_masker()
+    except (ImportError, RuntimeError):  # 3.0 raises RuntimeError when logging has no masker
+        return None
+    shaped = isinstance(getattr(masker, "patterns", None), set) and hasattr(masker, "replacer")
+    return masker if shaped and callable(getattr(type(masker), "add_mask", None)) else None
+
+
+class _Recorder(set[str]):
+    """The `patterns` of a scratch copy of the masker: records what `add_mask` adds, and iterates as
+    empty, so that the regex `add_mask` compiles next (`"|".join(patterns)`) is the empty one, which
+    `re` has cached: no compile per value, no entry per value in `re`'s cache of 512."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[str] = []
+
+    def add(self, item: str) -> None:
+        super().add(item)
+        self.added.append(item)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+
+def _masker_patterns(masker: Any, values: Collection[str]) -> set[str]:
+    """The patterns `masker.add_mask(value)` would add for `values` (its adaptations, minimum length
+    and skipped words apply), asked of a scratch copy of it: Airflow's own rules, no regex compiled."""
+    import copy
+
+    scratch = copy.copy(masker)
+    scratch.patterns, scratch.replacer = _Recorder(), None
+    for value in values:
+        type(masker).add_mask(scratch, value, None)
+    return set(scratch.patterns.added)
+
+
+def update_masker(add: Collection[str], retire: Collection[str] = ()) -> bool:
+    """Mask `add` in this process's masker and stop masking `retire`, compiling its regex once.
+
+    Only what this function added is ever removed (a value Airflow masks for its own reasons stays),
+    and never a value also in `add`. The supervisor is not told: `mask_secret` does that (a value the
+    masker holds already costs it no compile). False when the masker is not one this function knows
+    (`local_masker`): nothing was done, `mask_secret` masks each value the usual way.
+    """
+    masker = local_masker()
+    if masker is None:
+        return False
+    with _gc_paused():
+        adding = _masker_patterns(masker, add)
+        removing = _masker_patterns(masker, retire) - adding if retire else set()
+        return _update(masker, adding, removing)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile (reference counting still frees everything here).
+
+    A regex's parse tree (thousands of objects) lives through its compile: young collections meanwhile
+    promote it to the oldest generation, and every few dozen compiles a full collection follows, which
+    walks the whole heap (over 100 ms with Airflow imported) with every thread stopped, the event loop
+    too. Measured in the bench (masking): without this, such pauses were the loop's only long lags.
+    """
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _update(masker: Any, adding: set[str], removing: set[str]) -> bool:
+    with _masker_lock:
+        patterns: set[str] = masker.patterns
+        new = adding - patterns
+        gone = removing & _added_patterns & patterns
+        if not new and not gone:
+            return True
+        patterns |= new
+        patterns -= gone
+        _added_patterns.difference_update(gone)
+        _added_patterns.update(new)
+        while True:  # another thread's `add_mask` meanwhile: compile again, with its value
+            snapshot = sorted(patterns, key=len, reverse=True)  # the longest of overlapping values first
+            masker.replacer = re.compile("|".join(snapshot)) if snapshot else None
+            if len(patterns) == len(snapshot):
+                return True
+
+
+def masker_size() -> int | None:
+    """How many patterns this process's masker holds (None: not a masker `local_masker` knows)."""
+    masker = local_masker()
+    return None if masker is None else len(masker.patterns)
 
 
 # -- connection lookup ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ it was thrown when that is final. What it decides:
   account's query parameters, a Location that repeats them (servers often redirect to
   `<elsewhere><request URI>`) is stripped of them first: another origin never receives them, the same
   origin receives them once. 303 (and 301/302 after a POST) turn the request into a GET without body.
+  A Location that is not a URL (`http://[::1/x`, a port out of range) is a `RequestError`, not followed.
 - A status in `refresh_on`, answered to a request that carried the token, discards that token; the
   first time, the request is sent again with a new token (unless its body is a stream that cannot be
   sent twice: `NOT_RESENT`); a token rejected on that retry is discarded too, and the answer stands.
@@ -41,6 +42,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.flow import RetryPolicy, Token, masked_url, parse_retry_after
+from airflow_custom_token.redaction import known, redact_string
 from airflow_custom_token.spec import ConnectedAccount
 
 NOT_RESENT = (
@@ -202,7 +204,15 @@ def redirected(
     location = head.headers.get("location")
     if head.status not in REDIRECT_STATUSES or not location:
         return None
-    target = urljoin(request.url, location.strip())
+    try:  # `http://[::1/x` (an unclosed bracket) or a port out of range cannot be followed
+        target = urljoin(request.url, location.strip())
+        urlsplit(target).port  # noqa: B018 - raises on a port that is not one
+    except ValueError as exc:
+        reason = redact_string(str(exc), (*known(), *account.secrets))
+        raise RequestError(
+            f"{request.describe(account.secrets)}: answered {head.status} with a Location that is not "
+            f"a valid URL ({reason}): not followed"
+        ) from None
     if carried:  # a Location that repeats our query parameters must not carry them on
         target = account.without_added_params(target)
     method, body, headers, replayable = request.method, request.body, request.headers, request.replayable

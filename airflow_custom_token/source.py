@@ -115,7 +115,7 @@ class TokenSource:
             token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
         assert token is not None
         if token.value != self._registered:  # another source (same key, other template) may have fetched it
-            redaction.register(*self.secrets(token))
+            redaction.register_token(self.key, token.value, self.secrets(token))
             self._registered = token.value
         return token
 
@@ -125,7 +125,7 @@ class TokenSource:
         for attempt in tenacity.Retrying(**self.settings.retry.tenacity_options()):
             with attempt:
                 token = read_token(self.account, send(self.request), time.time(), self.limits)
-        redaction.register(*self.secrets(token))
+        redaction.register_token(self.key, token.value, self.secrets(token))
         return token
 
     def discard(self, token: Token | None) -> None:
@@ -146,7 +146,7 @@ class TokenSource:
             token = await self.cache.aget(self.key, afetch, self.margin, store, shared, self.lease)
         assert token is not None
         if token.value != self._registered:
-            await redaction.aregister(*self.secrets(token))
+            await redaction.aregister_token(self.key, token.value, self.secrets(token))
             self._registered = token.value
         return token
 
@@ -156,7 +156,7 @@ class TokenSource:
         async for attempt in tenacity.AsyncRetrying(**self.settings.retry.tenacity_options()):
             with attempt:
                 token = read_token(self.account, await send(self.request), time.time(), self.limits)
-        await redaction.aregister(*self.secrets(token))
+        await redaction.aregister_token(self.key, token.value, self.secrets(token))
         return token
 
     async def adiscard(self, token: Token | None) -> None:

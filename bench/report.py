@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bench import masking
 from bench.clients import FLOOR
 
 HOOK_RUN = "CustomTokenHook.run"
@@ -109,6 +110,7 @@ def evaluate(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     targets += _shared_cache_targets(results.get("shared_cache") or {})
+    targets += masking.targets(results.get("masking") or [])
     return targets
 
 
@@ -395,6 +397,7 @@ def render(results: Mapping[str, Any]) -> str:
                 out += [f"     {s['ms']:6.1f} ms  {s['where']}" for s in r["stalls"][:5]]
         out.append("")
     out += _render_shared_cache(results.get("shared_cache") or {})
+    out += masking.render(results.get("masking") or [], table)
     out.append("Targets")
     rows = [
         [t["name"], t["target"], t["measured"], {True: "met", False: "MISSED", None: "n/a"}[t["met"]]]

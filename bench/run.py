@@ -25,7 +25,7 @@ from bench.machine import describe
 from bench.servers import ServerProcess
 
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("per_request", "token_requests", "get_token", "imports", "deferrable", "shared_cache")
+SCENARIOS = ("per_request", "token_requests", "get_token", "imports", "deferrable", "shared_cache", "masking")
 SERVERS = {
     "lean": "bench/servers.py, asyncio, one thread",
     "demo": "airflow_custom_token.demo, ThreadingHTTPServer",
@@ -61,6 +61,9 @@ class Parameters:
     shared_lifetime: int  # whole seconds: the demo API's unit
     shared_margin: float
     shared_calls: int
+    masking_refreshes: int  # token refreshes in one process (this release: all for real)
+    masking_legacy_real: int  # of which 0.1 does this many for real (then fast-forwarded: bench/masking.py)
+    masking_tail: int  # refreshes measured at the end
 
 
 FULL = Parameters(
@@ -91,6 +94,9 @@ FULL = Parameters(
     shared_lifetime=2,
     shared_margin=0.2,
     shared_calls=500,
+    masking_refreshes=2000,
+    masking_legacy_real=200,
+    masking_tail=3,
 )
 QUICK = Parameters(
     n=30,
@@ -120,6 +126,9 @@ QUICK = Parameters(
     shared_lifetime=1,
     shared_margin=0.1,
     shared_calls=10,
+    masking_refreshes=40,
+    masking_legacy_real=10,
+    masking_tail=2,
 )
 
 
@@ -277,6 +286,22 @@ class Bench:
             )
         return result
 
+    def masking(self) -> list[dict[str, Any]]:
+        p = self.params
+        rows = []
+        for behaviour in ("bounded", "legacy"):
+            say(f"masking: {p.masking_refreshes} token refreshes in one process, {behaviour} registration")
+            options = {
+                "behaviour": behaviour,
+                "refreshes": p.masking_refreshes,
+                "real": p.masking_legacy_real,
+                "tail": p.masking_tail,
+            }
+            env = self.env(f"masking-{behaviour}", AIRFLOW__CUSTOM_TOKEN__HOST_CACHE="False")
+            config = self.config(f"masking-{behaviour}", **options)
+            rows.append(run_scenario("bench.masking", config, env, 900))
+        return rows
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -311,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 "imports": bench.imports,
                 "deferrable": bench.deferrable,
                 "shared_cache": bench.shared_cache,
+                "masking": bench.masking,
             }
             for name in SCENARIOS:
                 if name in wanted:

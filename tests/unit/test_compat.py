@@ -160,8 +160,9 @@ def test_dags_test_supervisor_never_logs_a_secret_unmasked(
 ) -> None:
     """`airflow dags test` runs the supervisor in-process, and its comms log each message they carry
     (`Sending request msg=MaskSecret(value=...)`) to a console nothing redacts. 3.0's `mask_secret`
-    sent before masking, so tokens showed in clear there. Whatever the release, what that log line
-    says must already be masked when it is written."""
+    sent before masking, so tokens, and the password that Airflow's own connection lookup masks,
+    showed in clear there. Whatever the release, what that log line says must already be masked when
+    it is written."""
     from airflow.sdk.execution_time import task_runner
     from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
 
@@ -180,13 +181,18 @@ def test_dags_test_supervisor_never_logs_a_secret_unmasked(
 
     comms = InProcessSupervisorComms(supervisor=InProcessSupervisor(), log=ConsoleLog())
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
-    secret = f"dags-test-token-{RELEASE}-c0de"
+    password = f"dags-test-password-{RELEASE}-9a7b"
+    body = {"conn_type": "custom_token", "host": "https://api.example.com", "password": password}
+    monkeypatch.setenv("AIRFLOW_CONN_IN_A_TASK", json.dumps(body))
+    token = f"dags-test-token-{RELEASE}-c0de"
 
-    redaction.register(secret)
+    conn = compat.get_airflow_connection("in_a_task")  # Airflow masks the password its own way
+    compat.mask_secret(token)
 
-    assert any("MaskSecret" in line for line in written), written  # the supervisor was told
-    assert not [line for line in written if secret in line]
-    assert airflow_redact(f"token {secret}") == "token ***"
+    assert conn is not None and conn.password == password
+    assert sum("MaskSecret" in line for line in written) >= 2, written  # the supervisor was told
+    assert not [line for line in written if token in line or password in line]
+    assert airflow_redact(f"token {token}, password {password}") == "token ***, password ***"
 
 
 # -- the triggerer's comms, as the release builds them -------------------------------------------------------
