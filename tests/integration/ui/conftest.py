@@ -171,9 +171,13 @@ def _tail(log: Path, lines: int = 200) -> str:
         return f"(no log: {exc})"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's headless Chromium, driven by Playwright."""
+    """Debian's headless Chromium, driven by Playwright.
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in this thread while it is
+    started, so it must stop before the next module's tests call `asyncio.run()`.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
