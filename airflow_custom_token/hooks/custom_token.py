@@ -24,6 +24,7 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
+from airflow_custom_token.fields import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_custom_token.flow import ERROR_BODY_BYTES, HttpResponse, excerpt, masked_url, read_token
 from airflow_custom_token.spec import ConnectedAccount, HttpRequest, adrive_chain, build_account, drive_chain
 
@@ -67,8 +68,8 @@ class CustomTokenHook(BaseHook):
     """
 
     conn_name_attr = "custom_token_conn_id"
-    default_conn_name = "custom_token_default"
-    conn_type = "custom_token"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
     hook_name = "Custom Token"
 
     # -- the connection form of Airflow 3.0 and 3.1 (3.2+ reads `conn-fields` of the provider info) --
@@ -408,8 +409,8 @@ class CustomTokenAsyncHook(BaseHook):
     """
 
     conn_name_attr = "custom_token_conn_id"
-    default_conn_name = "custom_token_default"
-    conn_type = "custom_token"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
     hook_name = "Custom Token"
 
     def __init__(
