@@ -79,7 +79,11 @@ def assert_bounded(masker: Any, tokens: list[Token], live: Token) -> None:
     assert len(registered) <= redaction.MASKER_OLD_TOKENS + 1, len(registered)
     assert values[0] not in registered and values[len(values) // 2] not in registered  # retired
     # the live token, its injected form, and the token it replaced are still masked by Airflow
-    assert airflow_redact(f"live {live.value}; header Bearer {live.value}") == "live ***; header ***"
+    # (the process-wide masker may hold an ordinary word such as "header" from earlier tests: the
+    # separator between the two forms is not what this checks)
+    redacted = airflow_redact(f"live {live.value}; header Bearer {live.value}")
+    assert live.value not in redacted
+    assert re.fullmatch(r"live \*\*\*; (header|\*\*\*) \*\*\*", redacted), redacted
     previous = values[-2]
     assert airflow_redact(f"previous {previous}") == "previous ***"
     # the account's client secret is never retired
