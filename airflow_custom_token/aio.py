@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 from airflow_custom_token import redaction, rules
 from airflow_custom_token.errors import RequestError
-from airflow_custom_token.flow import CHUNK_BYTES, BoundedBody, HttpResponse, RetryPolicy, transport_error
+from airflow_custom_token.retry import RetryPolicy
+from airflow_custom_token.account.urls import add_query
 from airflow_custom_token.rules import ApiRequest, Head
 from airflow_custom_token.source import TokenSource
-from airflow_custom_token.spec import HttpRequest
-from airflow_custom_token.transport import assl, proxy_for, tls_hint
+from airflow_custom_token.tls import assl, proxy_for, tls_hint
+from airflow_custom_token.token import BoundedBody
+from airflow_custom_token.wire import CHUNK_BYTES, HttpRequest, HttpResponse, transport_error
 
 
 async def _aiohttp() -> ModuleType:
@@ -150,7 +152,7 @@ class AsyncCustomTokenClient:
         url, headers, params = self.account.render_request(endpoint, headers, params)
         request = ApiRequest(
             method=method.upper(),
-            url=rules.add_query(url, [(str(k), str(v)) for k, v in params.items()]),
+            url=add_query(url, [(str(k), str(v)) for k, v in params.items()]),
             headers=tuple((str(k), str(v)) for k, v in headers.items()),
             body=None if data is None and json is None else _Body(data, json),
         )

@@ -27,20 +27,16 @@ from requests.cookies import extract_cookies_to_jar
 from requests.structures import CaseInsensitiveDict
 
 from airflow_custom_token import redaction, rules
-from airflow_custom_token.flow import (
-    CHUNK_BYTES,
-    BoundedBody,
-    HttpResponse,
-    RetryPolicy,
-    Token,
-    TokenLimits,
-    transport_error,
-)
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.raw import RawConnection
+from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.rules import NOT_RESENT, ApiRequest, Follow, Head, Send
 from airflow_custom_token.settings import Settings
 from airflow_custom_token.source import TokenSource
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, RawConnection, build_account
-from airflow_custom_token.transport import requests_options, tls_hint
+from airflow_custom_token.tls import requests_options, tls_hint
+from airflow_custom_token.token import BoundedBody, Token, TokenLimits
+from airflow_custom_token.wire import CHUNK_BYTES, HttpRequest, HttpResponse, transport_error
 
 __all__ = [
     "NOT_RESENT",
@@ -171,9 +167,9 @@ class CustomTokenAuth(AuthBase):
     ) -> CustomTokenAuth:
         """Build from an Airflow connection (and its integration), with `[custom_token]`'s settings."""
         from airflow_custom_token import redaction
+        from airflow_custom_token.account.chain import drive_chain
         from airflow_custom_token.compat import lookup_connection
         from airflow_custom_token.settings import load_settings
-        from airflow_custom_token.spec import drive_chain
 
         settings = load_settings()
         chain = drive_chain(conn_id, lookup_connection)

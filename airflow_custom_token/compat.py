@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # mypy checks against the newest release's paths
     )
     from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-    from airflow_custom_token.spec import RawConnection
+    from airflow_custom_token.account.raw import RawConnection
 
 __all__ = [
     "AIRFLOW_VERSION",
@@ -402,7 +402,7 @@ async def aget_airflow_connection(conn_id: str) -> Any | None:
 
 def lookup_connection(conn_id: str) -> RawConnection | None:
     """An Airflow connection as `RawConnection`, or None when it is not defined."""
-    from airflow_custom_token.spec import RawConnection
+    from airflow_custom_token.account.raw import RawConnection
 
     conn = get_airflow_connection(conn_id)
     return None if conn is None else RawConnection.from_airflow(conn)
@@ -410,7 +410,7 @@ def lookup_connection(conn_id: str) -> RawConnection | None:
 
 async def alookup_connection(conn_id: str) -> RawConnection | None:
     """`lookup_connection` for the event loop (the triggerer)."""
-    from airflow_custom_token.spec import RawConnection
+    from airflow_custom_token.account.raw import RawConnection
 
     conn = await aget_airflow_connection(conn_id)
     return None if conn is None else RawConnection.from_airflow(conn)

@@ -38,12 +38,14 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.urls import add_query, masked_url
 from airflow_custom_token.errors import RequestError
-from airflow_custom_token.flow import RetryPolicy, Token, masked_url, parse_retry_after
 from airflow_custom_token.redaction import known, redact_string
-from airflow_custom_token.spec import ConnectedAccount
+from airflow_custom_token.retry import RetryPolicy, parse_retry_after
+from airflow_custom_token.token import Token
 
 NOT_RESENT = (
     "the token was refreshed, but the request was not retried because its body is a stream or generator "
@@ -145,15 +147,6 @@ Flow = Generator[Command, Any, Result]
 def concerns(account: ConnectedAccount, url: str) -> bool:
     """Does a request to `url` take the account's credentials (and so its rules) at all?"""
     return bool(url) and account.is_allowed(url)
-
-
-def add_query(url: str, pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
-    """`url` with `pairs` appended to its query, the existing query kept as it is."""
-    if not pairs:
-        return url
-    parts = urlsplit(url)
-    extra = urlencode(list(pairs))
-    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
 def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> tuple[ApiRequest, frozenset[str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from airflow_custom_token.fields import CONFIG_SECTION, OPTIONS, REALMS, option_default
-from airflow_custom_token.flow import RetryPolicy
+from airflow_custom_token.retry import RetryPolicy
 
 SECTION = CONFIG_SECTION
 

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from airflow_custom_token import redaction
+from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
 from airflow_custom_token.cache.process import LEASE_SLACK
-from airflow_custom_token.flow import HttpResponse, Token, TokenLimits, read_token
 from airflow_custom_token.settings import FernetFactory, Settings, airflow_fernet
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest
+from airflow_custom_token.token import Token, TokenLimits, read_token
+from airflow_custom_token.wire import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from airflow_custom_token.cache.shared import SharedStore

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airflow_custom_token.fields import option_default
-from airflow_custom_token.flow import Token
+from airflow_custom_token.token import Token
 
 log = logging.getLogger("airflow_custom_token.cache")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from airflow_custom_token.cache.host import Held, HostStore
-from airflow_custom_token.flow import Token
+from airflow_custom_token.token import Token
 
 if TYPE_CHECKING:
     from airflow_custom_token.cache.shared import SharedStore

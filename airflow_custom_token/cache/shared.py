@@ -53,7 +53,7 @@ from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_custom_token import redaction
-from airflow_custom_token.flow import Token
+from airflow_custom_token.token import Token
 
 log = logging.getLogger(__name__)
 

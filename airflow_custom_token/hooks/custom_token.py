@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from airflow_custom_token import compat, redaction
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.chain import adrive_chain, drive_chain
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.urls import masked_url
 from airflow_custom_token.compat import BaseHook, lookup_connection
 from airflow_custom_token.errors import (
     ConfigurationError,
@@ -25,8 +29,8 @@ from airflow_custom_token.errors import (
     TokenResponseError,
 )
 from airflow_custom_token.fields import CONN_TYPE, DEFAULT_CONN_ID
-from airflow_custom_token.flow import ERROR_BODY_BYTES, HttpResponse, excerpt, masked_url, read_token
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, adrive_chain, build_account, drive_chain
+from airflow_custom_token.token import read_token
+from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse, excerpt
 
 if TYPE_CHECKING:
     import requests
@@ -204,7 +208,7 @@ class CustomTokenHook(BaseHook):
             if not stream and not (check and response.status_code >= 400):
                 response.content  # noqa: B018 - read, as requests does without stream
         except requests.RequestException as exc:
-            from airflow_custom_token.transport import tls_hint
+            from airflow_custom_token.tls import tls_hint
 
             detail = redaction.redact_string(str(exc), [*redaction.known(), *account.secrets])
             raise RequestError(

@@ -30,8 +30,8 @@ from cryptography.fernet import Fernet
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host
 from airflow_custom_token.cache.shared import RedisParams, SharedStore
 from airflow_custom_token.demo import DemoServer
-from airflow_custom_token.flow import Token
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.token import Token
 from tests.conftest import demo_extra
 
 LOGGER = "airflow_custom_token.cache"

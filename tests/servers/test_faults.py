@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from airflow_custom_token.errors import CustomTokenError, TokenRequestError, TokenResponseError
-from airflow_custom_token.flow import RetryPolicy
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.settings import load_settings
 from tests.conftest import demo_extra
 

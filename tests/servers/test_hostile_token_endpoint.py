@@ -38,8 +38,8 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
-from airflow_custom_token.flow import Token
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.token import Token
 
 pytestmark = pytest.mark.timeout(60)
 

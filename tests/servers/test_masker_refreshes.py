@@ -22,8 +22,8 @@ from airflow_custom_token import compat, redaction
 from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.demo import DemoServer
-from airflow_custom_token.flow import Token
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.token import Token
 from tests.airflow_names import redact as airflow_redact
 
 pytestmark = pytest.mark.timeout(120)

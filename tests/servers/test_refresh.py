@@ -24,8 +24,8 @@ import requests
 from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.auth import CustomTokenAuth, authenticated_session
 from airflow_custom_token.errors import RequestError
-from airflow_custom_token.flow import RetryPolicy
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,8 +20,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_custom_token.cache import PROCESS_CACHE, shared
-from airflow_custom_token.flow import Token
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from airflow_custom_token.token import Token
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.cluster import SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer, free_port
 from tests.triggering import run_trigger

@@ -29,9 +29,9 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
-from airflow_custom_token.flow import Token
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.operators.http import CustomTokenHttpOperator
+from airflow_custom_token.token import Token
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.conftest import demo_extra
 from tests.triggering import run_trigger

@@ -6,23 +6,19 @@ from typing import Any
 
 import pytest
 
-from airflow_custom_token.errors import ConfigurationError
-from airflow_custom_token.spec import (
-    MergedChain,
-    RawConnection,
+from airflow_custom_token.account.build import (
     RenderedInputs,
     allowed_origins,
     build_account,
     build_token_request,
-    check_fields,
-    check_token_location,
     collect_values,
-    merge_chain,
-    normalize_extra,
-    read_extra,
     render_inputs,
     secret_values,
 )
+from airflow_custom_token.account.chain import MergedChain, merge_chain
+from airflow_custom_token.account.checks import check_fields, check_token_location
+from airflow_custom_token.account.raw import RawConnection, normalize_extra, read_extra
+from airflow_custom_token.errors import ConfigurationError
 
 HOST = "https://api.example.com"
 EXTRA: dict[str, Any] = {

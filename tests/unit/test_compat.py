@@ -415,7 +415,8 @@ def test_what_the_form_saves_builds_an_account(
 ) -> None:
     """The form's defaults, as the form of this release saves them, plus the required fields, make a
     valid connected account (3.0 and 3.1 save objects and lists as JSON text)."""
-    from airflow_custom_token.spec import build_account, drive_chain
+    from airflow_custom_token.account.build import build_account
+    from airflow_custom_token.account.chain import drive_chain
 
     extra = {key: shown["value"] for key, shown in hook_meta["extra_fields"].items()}
     extra.update(integration_key="acme", access_endpoint="https://auth.example.com/oauth2/token")

@@ -409,7 +409,8 @@ def bad_value_extra(overrides: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", BAD_VALUES)
 def test_bad_value_is_a_configuration_error_naming_its_field(case: str) -> None:
-    from airflow_custom_token.spec import RawConnection, build_account
+    from airflow_custom_token.account.build import build_account
+    from airflow_custom_token.account.raw import RawConnection
 
     host, overrides, problem = BAD_VALUES[case]
     raw = RawConnection(

@@ -208,14 +208,15 @@ def test_accessors_name_what_exists():
 
 def test_constants_are_declared_once():
     from airflow_custom_token import get_provider_info as provider_info_module
-    from airflow_custom_token import spec
+    from airflow_custom_token.account import build, chain, raw
 
     assert fields.CONN_TYPE == "custom_token" and fields.DEFAULT_CONN_ID == "custom_token_default"
-    assert spec.CONN_TYPE is fields.CONN_TYPE and spec.REDIRECT_URIS is fields.REDIRECT_URIS
+    assert chain.CONN_TYPE is fields.CONN_TYPE and build.REDIRECT_URIS is fields.REDIRECT_URIS
     assert provider_info_module.REDIRECT_URIS is fields.REDIRECT_URIS
-    assert getattr(spec, "EXTRA_FIELDS", EXTRA_FIELDS) is EXTRA_FIELDS  # the table, not a copy
-    for name in ("FORM_DEFAULTS", "REQUIRED", "DEFAULT_REDIRECT_URIS"):  # 0.1's duplicates
-        assert not hasattr(spec, name), name
+    for module in (build, chain, raw):
+        assert getattr(module, "EXTRA_FIELDS", EXTRA_FIELDS) is EXTRA_FIELDS  # the table, not a copy
+        for name in ("FORM_DEFAULTS", "REQUIRED", "DEFAULT_REDIRECT_URIS"):  # 0.1's duplicates
+            assert not hasattr(module, name), name
 
 
 def test_provider_discovery_imports_only_the_standard_library():

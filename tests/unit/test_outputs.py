@@ -15,17 +15,14 @@ from typing import Any
 import pytest
 
 from airflow_custom_token import rules
+from airflow_custom_token.account.build import basic_authorization, build_account
+from airflow_custom_token.account.checks import check_outputs
+from airflow_custom_token.account.connected import ConnectedAccount, PerToken
+from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.errors import ConfigurationError, TokenResponseError
-from airflow_custom_token.flow import HttpResponse, Token, TokenLimits, read_token
 from airflow_custom_token.rules import ApiRequest
-from airflow_custom_token.spec import (
-    ConnectedAccount,
-    PerToken,
-    RawConnection,
-    basic_authorization,
-    build_account,
-    check_outputs,
-)
+from airflow_custom_token.token import Token, TokenLimits, read_token
+from airflow_custom_token.wire import HttpResponse
 
 NOW = 1_800_000_000.0
 HOST = "https://api.example.com"

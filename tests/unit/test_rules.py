@@ -12,8 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from airflow_custom_token import rules
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.errors import RequestError
-from airflow_custom_token.flow import RetryPolicy, Token
+from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.rules import (
     NOT_RESENT,
     ApiRequest,
@@ -25,7 +28,7 @@ from airflow_custom_token.rules import (
     Send,
     Wait,
 )
-from airflow_custom_token.spec import ConnectedAccount, RawConnection, build_account
+from airflow_custom_token.token import Token
 
 HOST = "https://api.example.test"
 OTHER = "https://elsewhere.example.test"

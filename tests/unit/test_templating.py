@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from urllib3.util import parse_url
 
 from airflow_custom_token import templating
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.errors import CustomTokenError, PlaceholderError
-from airflow_custom_token.spec import RawConnection, build_account
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,8 +25,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_custom_token.account.connected import ConnectedAccount, Transport
 from airflow_custom_token.errors import ConfigurationError
-from airflow_custom_token.spec import ConnectedAccount, Transport
 
 __all__ = ["assl", "check_files", "proxy_for", "requests_options", "ssl_context", "tls_hint"]
 

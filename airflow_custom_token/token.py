@@ -1,24 +1,10 @@
-"""The token flow, free of I/O: what to send to the token endpoint, and how to read its answer.
-
-The sync hook (requests) and the async trigger (aiohttp) only carry `HttpRequest`s over the wire and
-hand back `HttpResponse`s; everything that decides lives here, written once:
-
-- `read_token(account, response, now, limits)` turns an answer into a `Token` (or a precise error):
-  the token must be sendable text of bounded size, its expiry is read against the server's clock and
-  kept between 1 s and `max_token_lifetime`;
-- `BoundedBody` is how both transports read a token answer: at most `max_token_response_bytes`
-  (after decompression), only the excerpt an error message quotes of an error answer, and the whole
-  request within the connection's timeout;
-- `retry_options(...)` is the one retry policy (tenacity) that both transports run the fetch under;
-- `Token.is_fresh(now, margin)` decides when a token must be refreshed.
-"""
+"""The token and how to read it from the token endpoint's answer, free of I/O."""
 
 from __future__ import annotations
 
 import base64
 import json
 import math
-import random
 import re
 import time
 from collections.abc import AsyncIterable, Iterable, Mapping
@@ -26,25 +12,36 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
-from airflow_custom_token.errors import TokenRequestError, TokenResponseError
-from airflow_custom_token.fields import option_default
-from airflow_custom_token.redaction import redact_string
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, is_secret_name
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.urls import masked_url
+from airflow_custom_token.errors import (
+    TokenRequestError,
+    TokenResponseError,
+)
+from airflow_custom_token.fields import (
+    option_default,
+)
+from airflow_custom_token.retry import RETRYABLE_STATUSES, parse_retry_after
+from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse, excerpt, transport_error
 
 EPOCH_THRESHOLD = 1e9  # an expiry of this many "seconds" or more is an absolute epoch time
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
 MIN_TOKEN_LIFETIME = 1.0  # seconds: a shorter (or past) expiry is read as this
+
+
 # A server clock within this many seconds of ours is taken as ours: its Date header has a resolution of
 # one second and is stamped before the answer travels.
 CLOCK_TOLERANCE = 5.0
-EXCERPT_CHARS = 200  # what an error message quotes of an error answer's body
-ERROR_BODY_BYTES = EXCERPT_CHARS * 4  # what `excerpt` reads for that (UTF-8: up to 4 bytes a character)
-CHUNK_BYTES = 64 * 1024  # what a transport reads at a time
+
+
 # A token travels in a header or a URL: no control character (CR, LF, NUL, ...), no line or paragraph
 # separator, no unpaired surrogate (not encodable).
 _UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
 _LINE_BREAKS = frozenset("\r\n\x85\u2028\u2029")
 
 
@@ -61,17 +58,6 @@ class TokenLimits:
         """The limits `settings` sets (its attributes of the same names; the default for any it lacks)."""
         default = cls()
         return cls(**{f.name: getattr(settings, f.name, getattr(default, f.name)) for f in fields(cls)})
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """A transport-neutral HTTP response. `headers` keys are lower case."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    cookies: Mapping[str, str] = field(default_factory=dict)
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,33 +121,6 @@ def _finite_time(raw: Any, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"cached token: {name} is not a finite number")
     return value
-
-
-# ---------------------------------------------------------------------------------------------------
-# Describing requests without secrets
-
-
-def masked_url(url: str, secrets: tuple[str, ...] = ()) -> str:
-    """The URL with query values masked when they are secret (or any secret appears in them)."""
-    parts = urlsplit(url)
-    if parts.query:
-        pairs = [
-            (k, "***" if any(s and s in v for s in secrets) or is_secret_name(k) else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        url = urlunsplit(parts._replace(query=urlencode(pairs, safe="*")))
-    return redact_string(url, secrets) if secrets else url  # a secret may stand in the path too
-
-
-def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = EXCERPT_CHARS) -> str:
-    """A short, redacted, single-line excerpt of a response body."""
-    text = body[: limit * 4].decode("utf-8", "replace")
-    text = " ".join(redact_string(text, secrets).split())
-    return text[:limit] + ("…" if len(text) > limit else "")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reading the token response
 
 
 def _json(
@@ -538,41 +497,6 @@ def check_status(account: ConnectedAccount, response: HttpResponse) -> None:
     )
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def transport_error(
-    request: HttpRequest, exc: BaseException, secrets: tuple[str, ...], hint: str = ""
-) -> TokenRequestError:
-    """A retryable error for a token request that got no answer (connection error, timeout).
-
-    `hint` ends the message: what the failure most likely means (`transport.tls_hint`).
-    """
-    kind = "timed out" if "timeout" in type(exc).__name__.lower() else "could not connect"
-    # urllib3 quotes the URL it could not reach, query included: a GET token request's credentials.
-    detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_string(str(exc), secrets))[:200]
-    return TokenRequestError(
-        f"Token request failed: {request.method} {masked_url(request.url, secrets)} {kind} "
-        f"({type(exc).__name__}: {detail}){hint}",
-        retryable=True,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reading a token answer, bounded (one policy, fed by either transport)
-
-
 class BoundedBody:
     """Reads the body of a token answer within the flow's bounds; each transport feeds it its chunks.
 
@@ -631,49 +555,3 @@ class BoundedBody:
             return False
         self.check_deadline()
         return True
-
-
-# ---------------------------------------------------------------------------------------------------
-# Retry policy (one definition, run by tenacity's Retrying or AsyncRetrying)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 3
-    wait_base: float = 0.5
-    wait_max: float = 30.0
-    retry_after_max: float = 60.0
-
-    def wait(self, attempt: int, error: BaseException | None) -> float:
-        """Exponential backoff with full jitter; a Retry-After is honoured up to its cap."""
-        retry_after = error.retry_after if isinstance(error, TokenRequestError) else None
-        return self.delay(attempt, retry_after)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds before retry number `attempt` (from 1): Retry-After up to its cap, else backoff."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_max)
-        ceiling = min(self.wait_max, self.wait_base * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
-
-    def tenacity_options(self) -> dict[str, Any]:
-        """Keyword arguments for `tenacity.Retrying` / `AsyncRetrying`."""
-        import tenacity
-
-        def should_retry(state: tenacity.RetryCallState) -> bool:
-            outcome = state.outcome
-            if outcome is None or not outcome.failed:
-                return False
-            error = outcome.exception()
-            return isinstance(error, TokenRequestError) and error.retryable
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome and state.outcome.failed else None
-            return self.wait(state.attempt_number, error)
-
-        return {
-            "stop": tenacity.stop_after_attempt(self.retries + 1),
-            "wait": wait,
-            "retry": should_retry,
-            "reraise": True,
-        }

@@ -16,17 +16,13 @@ from typing import Any
 
 import pytest
 
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.errors import TokenRequestError, TokenResponseError
-from airflow_custom_token.flow import (
-    CLOCK_TOLERANCE,
-    ERROR_BODY_BYTES,
-    BoundedBody,
-    HttpResponse,
-    TokenLimits,
-    read_token,
-)
 from airflow_custom_token.settings import Settings
-from airflow_custom_token.spec import ConnectedAccount, HttpRequest, RawConnection, build_account
+from airflow_custom_token.token import CLOCK_TOLERANCE, BoundedBody, TokenLimits, read_token
+from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse
 
 NOW = 1_800_000_000.0
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from airflow_custom_token import transport
+from airflow_custom_token import tls as transport
+from airflow_custom_token.account.build import build_account
+from airflow_custom_token.account.connected import ConnectedAccount, Transport
+from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.errors import ConfigurationError
-from airflow_custom_token.flow import RetryPolicy
+from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.rules import api_policy
-from airflow_custom_token.spec import ConnectedAccount, RawConnection, Transport, build_account
 
 
 def account(**extra: Any) -> ConnectedAccount:
