@@ -17,14 +17,20 @@ from types import ModuleType
 from typing import Any, Literal
 
 from airflow_custom_token import redaction, rules
+from airflow_custom_token.account.urls import add_query
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.retry import RetryPolicy
-from airflow_custom_token.account.urls import add_query
 from airflow_custom_token.rules import ApiRequest, Head
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import assl, proxy_for, tls_hint
-from airflow_custom_token.token import BoundedBody
-from airflow_custom_token.wire import CHUNK_BYTES, HttpRequest, HttpResponse, transport_error
+from airflow_custom_token.token import BoundedBody, Token
+from airflow_custom_token.wire import (
+    CHUNK_BYTES,
+    HttpRequest,
+    HttpResponse,
+    transport_error,
+    transport_failure,
+)
 
 
 async def _aiohttp() -> ModuleType:
@@ -141,54 +147,69 @@ class AsyncCustomTokenClient:
         json: Any = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """One authenticated request, under the request rules (refresh once on `refresh_on`, redirects
-        followed with the credentials kept on the account's allowed origins, the API retry policy).
+        """One authenticated request (`prepare`, then `send`)."""
+        request = self.prepare(method, endpoint, params=params, headers=headers, data=data, json=json)
+        return await self.send(request, timeout)
 
-        Placeholders resolve in the endpoint, headers and query parameters, as in `CustomTokenHook.run`.
-        """
-        import aiohttp
-
-        transport = (TimeoutError, aiohttp.ClientConnectionError)  # no answer: what the rules may retry
+    def prepare(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+        data: Any = None,
+        json: Any = None,
+    ) -> ApiRequest:
+        """The request, without credentials: placeholders resolved in the endpoint, headers and query
+        parameters (never in bodies), as in `CustomTokenHook.run`; `ConfigurationError` naming the field."""
         url, headers, params = self.account.render_request(endpoint, headers, params)
-        request = ApiRequest(
+        return ApiRequest(
             method=method.upper(),
             url=add_query(url, [(str(k), str(v)) for k, v in params.items()]),
             headers=tuple((str(k), str(v)) for k, v in headers.items()),
             body=None if data is None and json is None else _Body(data, json),
         )
-        flow = rules.request_flow(self.account, request, retry=self.retry)
-        seconds = timeout or self.account.timeout or 60
-        response: HttpResponse | None = None
-        outcome: Any = None
-        error: BaseException | None = None
-        sending = request
+
+    async def send(self, request: ApiRequest, timeout: float | None = None) -> HttpResponse:
+        """Send `request` under the request rules (refresh once on `refresh_on`, redirects followed with
+        the credentials kept on the account's allowed origins, the API retry policy); `timeout`: the whole
+        of each hop (default: the account's `api_timeout`)."""
+        import aiohttp
+
+        seconds = timeout or self.account.api_timeout
+        hops: list[ApiRequest] = []
+        answers: list[HttpResponse] = []
+
+        async def send(hop: ApiRequest) -> Head:
+            hops.append(hop)
+            response = await self._send_api(hop, seconds)
+            answers.append(response)
+            return Head(response.status, response.headers)
+
         try:
-            while True:
-                command = flow.throw(error) if error is not None else flow.send(outcome)
-                outcome = error = None
-                if isinstance(command, rules.GetToken):
-                    outcome = await self.source.aget(self._send_token)
-                elif isinstance(command, rules.Discard):
-                    await self.source.adiscard(command.token)
-                elif isinstance(command, rules.Wait):
-                    await asyncio.sleep(command.seconds)
-                else:  # Send, or Follow: aiohttp follows no redirect itself here
-                    sending = command.request
-                    try:
-                        response = await self._send_api(sending, seconds)
-                    except transport as exc:
-                        error = exc
-                        continue
-                    outcome = Head(response.status, response.headers)
-        except StopIteration:
-            assert response is not None
-            return response
-        except transport as exc:  # the rules did not retry it
-            raise RequestError(self._describe(sending, exc)) from None
+            await rules.adrive(
+                rules.request_rules(self.account, request, retry=self.retry),
+                send,
+                self,
+                (TimeoutError, aiohttp.ClientConnectionError),  # no answer: what the rules may retry
+            )
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:  # the rules did not retry it
+            raise RequestError(self._describe(hops[-1] if hops else request, exc)) from None
+        return answers[-1]
+
+    # -- tokens (`rules.AsyncTokens`) ----------------------------------------------------------
+    async def current(self) -> Token:
+        return await self.source.aget(self._send_token)
+
+    async def discard(self, token: Token) -> None:
+        await self.source.adiscard(token)
 
     async def _send_api(self, request: ApiRequest, timeout: float) -> HttpResponse:
         """Carry one API request over the wire, as the rules yielded it (never following a redirect)."""
         import aiohttp
+        import yarl  # aiohttp's own dependency, loaded with it
+        from requests.utils import requote_uri
 
         kwargs: dict[str, Any] = {"headers": dict(request.headers)}
         body = request.body
@@ -203,7 +224,7 @@ class AsyncCustomTokenClient:
         try:
             async with self._session.request(
                 request.method,
-                request.url,
+                yarl.URL(requote_uri(request.url), encoded=True),  # the same bytes requests sends
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 ssl=ssl,
                 proxy=proxy_for(self.account, request.url),
@@ -227,7 +248,7 @@ class AsyncCustomTokenClient:
         secrets = (*self.account.secrets, *request.secrets)
         described = HttpRequest(method=request.method, url=request.url)
         hint = tls_hint(self.account.transport, request.url, exc)
-        return str(transport_error(described, exc, secrets, hint)).removeprefix("Token request failed: ")
+        return transport_failure(described, exc, secrets, hint)
 
 
 @dataclass(frozen=True)

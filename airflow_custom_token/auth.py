@@ -1,38 +1,40 @@
 """`CustomTokenAuth`: a `requests` auth object that fetches, caches, injects and refreshes the token.
 
-Plugs into any `requests.Session` (`session.auth = CustomTokenAuth(...)`), with or without Airflow.
 What to inject, when to refresh and what a redirect may carry are decided by the request rules
-(`rules.request_flow`); this module only carries them over requests:
+(`rules.request_rules`); this module carries them over requests, in two ways:
 
-- `CustomTokenAuth.__call__` starts the rules for the request, sends them the prepared request, applies
-  the first request they yield and registers a response hook (`RequestsFlow`) that holds the rules'
-  state for that request;
-- the hook hands each answer to the rules: a retry they ask for is sent on the same connection; a
-  redirect they allow is followed by requests, once the hook has set the request's headers and the
-  Location the rules chose (so the token, whatever its header, the token URL parameter and the request
-  parameters reach the account's allowed origins only);
-- `AccountSession` (the session of `CustomTokenHook.get_conn()` and `run`) also hands the rules the
-  transport errors that requests raises before any hook runs, for the API retry policy.
+- `AccountSession` (the session of `CustomTokenHook.get_conn()` and `run`) sends every hop itself with
+  `rules.drive`: the first request, a retry with a fresh token, an API retry, each redirect. requests
+  follows no redirect of its own there.
+- On a session of your own (`session.auth = CustomTokenAuth(...)`), requests sends the request and
+  follows redirects itself; `CustomTokenAuth.__call__` injects the token and registers `RequestsHook`,
+  a small adapter that hands each answer to the rules (sending a retry they ask for on the same
+  connection) and prepares each redirect requests is about to follow as the rules say.
+
+Usable without an Airflow deployment (`CustomTokenAuth.from_values`: no configuration, connections or
+database); the package itself depends on Airflow.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal, NoReturn
 
 import requests
+import urllib3
 from requests.auth import AuthBase
-from requests.cookies import extract_cookies_to_jar
+from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.structures import CaseInsensitiveDict
 
-from airflow_custom_token import redaction, rules
-from airflow_custom_token.account.build import build_account
-from airflow_custom_token.account.connected import ConnectedAccount
-from airflow_custom_token.account.raw import RawConnection
+from airflow_custom_token import connections, redaction, rules
+from airflow_custom_token.account import ConnectedAccount, RawConnection
 from airflow_custom_token.retry import RetryPolicy
-from airflow_custom_token.rules import NOT_RESENT, ApiRequest, Follow, Head, Send
-from airflow_custom_token.settings import Settings
+from airflow_custom_token.rules import NOT_RESENT, ApiRequest, Head, Result
+from airflow_custom_token.settings import Settings, load_settings
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import requests_options, tls_hint
 from airflow_custom_token.token import BoundedBody, Token, TokenLimits
@@ -42,7 +44,7 @@ __all__ = [
     "NOT_RESENT",
     "AccountSession",
     "CustomTokenAuth",
-    "RequestsFlow",
+    "RequestsHook",
     "authenticated_session",
     "refresh_note",
     "send_with_requests",
@@ -50,6 +52,9 @@ __all__ = [
 
 # What requests raises when a request got no answer: what the rules may retry.
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout)
+
+# Why a `refresh_on` answer was not retried with a new token, by answer (see `refresh_note`).
+_NOTES: weakref.WeakKeyDictionary[requests.Response, str] = weakref.WeakKeyDictionary()
 
 
 def send_with_requests(
@@ -64,7 +69,6 @@ def send_with_requests(
     with `read1`: it returns what has arrived (decompressed), so that a trickling server meets the deadline.
     With `account`, its transport settings apply (client certificate, CA bundle, proxies).
     """
-    import urllib3
 
     options: dict[str, Any] | None = None
 
@@ -157,7 +161,7 @@ class CustomTokenAuth(AuthBase):
         """
         raw = RawConnection(name, "custom_token", host=host, login=login, password=password, extra=extra)
         settings = settings or Settings(host_cache=False)
-        account = build_account([raw], integration_parameters, redirect_uris=settings.redirect_uris)
+        account = connections.build([raw], integration_parameters, settings)
         redaction.register(*account.secrets)  # the password and secret-named parameters
         return cls(TokenSource(account, settings))
 
@@ -166,16 +170,8 @@ class CustomTokenAuth(AuthBase):
         cls, conn_id: str, integration_parameters: Mapping[str, Any] | None = None
     ) -> CustomTokenAuth:
         """Build from an Airflow connection (and its integration), with `[custom_token]`'s settings."""
-        from airflow_custom_token import redaction
-        from airflow_custom_token.account.chain import drive_chain
-        from airflow_custom_token.compat import lookup_connection
-        from airflow_custom_token.settings import load_settings
-
         settings = load_settings()
-        chain = drive_chain(conn_id, lookup_connection)
-        account = build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
-        redaction.register(*account.secrets)  # the password and secret-named parameters
-        return cls(TokenSource(account, settings))
+        return cls(TokenSource(connections.account(conn_id, integration_parameters, settings), settings))
 
     def __repr__(self) -> str:
         return f"<CustomTokenAuth {self.account.describe()}>"
@@ -187,7 +183,7 @@ class CustomTokenAuth(AuthBase):
         auth._pinned = token
         return auth
 
-    # -- tokens -------------------------------------------------------------------------------
+    # -- tokens (`rules.Tokens`) -----------------------------------------------------------------
     def get_token(self) -> Token:
         return self.source.get(self.send_token_request)
 
@@ -202,17 +198,7 @@ class CustomTokenAuth(AuthBase):
         response: HttpResponse = self._send(request)
         return response
 
-    def flow(self, request: ApiRequest, *, max_redirects: int | None = None) -> rules.Flow:
-        """The request rules for one request (`max_redirects` None: requests counts them itself)."""
-        return rules.request_flow(
-            self.account,
-            request,
-            retry=self.retry,
-            refresh=self._pinned is None,
-            max_redirects=max_redirects,
-        )
-
-    def current_token(self) -> Token:
+    def current(self) -> Token:
         """The token the rules ask for: the pinned one, else the account's current token."""
         return self._pinned if self._pinned is not None else self.get_token()
 
@@ -220,15 +206,28 @@ class CustomTokenAuth(AuthBase):
         if self._pinned is None:
             self.source.discard(token)
 
-    # -- requests' auth protocol --------------------------------------------------------------
+    def request_rules(
+        self, request: ApiRequest, *, follow_redirects: bool = True, max_redirects: int = 30
+    ) -> rules.Rules:
+        """The request rules for one request of this auth."""
+        return rules.request_rules(
+            self.account,
+            request,
+            retry=self.retry,
+            refresh=self._pinned is None,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+        )
+
+    # -- requests' auth protocol (a session of your own) ----------------------------------------
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if not rules.concerns(self.account, r.url or ""):
             return r  # another origin: left untouched, redirects included
-        hook = RequestsFlow.of(r)
+        hook = RequestsHook.of(r)
         if hook is None or hook.auth is not self:
-            hook = RequestsFlow(self, r)
+            hook = RequestsHook(self, r)
             r.register_hook("response", hook)  # type: ignore[no-untyped-call]
-        hook.begin(r, sent=False)
+        hook.inject(r)
         return r
 
 
@@ -249,146 +248,133 @@ def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
-def head_of(response: requests.Response, sent: ApiRequest | None = None) -> Head:
-    """What the rules see of an answer."""
-    return Head(response.status_code, {k.lower(): v for k, v in response.headers.items()}, sent=sent)
+def head_of(response: requests.Response) -> Head:
+    """What the rules see of an answer (requests' headers are case-insensitive already)."""
+    return Head(response.status_code, response.headers)
 
 
-def apply(r: requests.PreparedRequest, request: ApiRequest, *, body: bool = True) -> None:
-    """Make `r` the request the rules yielded (its body too, unless `body` is False)."""
+def apply(r: requests.PreparedRequest, request: ApiRequest) -> None:
+    """Make `r` the request the rules yielded."""
     r.method = request.method
     r.url = request.url
     r.headers = CaseInsensitiveDict(dict(request.headers))
-    if body:
-        r.body = request.body
+    r.body = request.body
 
 
-class RequestsFlow:
-    """The response hook of one prepared request: drives its rules (`rules.request_flow`) over requests.
+def _carry_cookies(r: requests.PreparedRequest, answered: requests.Response, jar: Any = None) -> None:
+    """Give `r` the cookies that `answered` set (and those of `jar`), as requests does between hops."""
+    cookies = getattr(r, "_cookies", None)
+    if cookies is None or answered.raw is None or answered.request is None:
+        return
+    r.headers.pop("Cookie", None)
+    extract_cookies_to_jar(cookies, answered.request, answered.raw)  # type: ignore[no-untyped-call]
+    if jar is not None:
+        merge_cookies(cookies, jar)  # type: ignore[no-untyped-call]
+    r.prepare_cookies(cookies)
 
-    The rules' state lives here (the generator), never on the prepared request. requests calls the
-    hook with each answer: the first, and each one of a redirect that requests follows.
+
+class RequestsHook:
+    """The adapter for a session of your own: the response hook of one request `CustomTokenAuth` prepared.
+
+    requests sends the request and calls this hook with each answer, the first and that of each
+    redirect it follows. The hook runs the rules for that hop with `rules.drive`, the hop's answer
+    standing for the first `Send`: a retry the rules ask for (a fresh token, an API retry) is sent on
+    the same connection; a redirect is left to requests, once the hook has set the request requests
+    copies for it (headers, and the Location the rules chose).
     """
 
     def __init__(self, auth: CustomTokenAuth, prepared: requests.PreparedRequest) -> None:
         self.auth = auth
-        self.prepared = prepared  # the request this hook was registered on (sent by the caller)
         self.base = as_api_request(prepared)  # as the caller prepared it: without credentials
         self.note: str | None = None
-        self._flow: rules.Flow | None = None
-        self._expect: requests.PreparedRequest | None = None  # whose answer comes next (None: a hop's)
-        self._following = False  # is the next answer that of a redirect requests follows?
-        self._carrier: requests.PreparedRequest = prepared  # what requests copies for the next hop
+        # the token and the request it was injected into, for the next answer to come
+        self._injected: tuple[Token, ApiRequest] | None = None
 
     def __repr__(self) -> str:
-        return f"<RequestsFlow {self.base!r}>"
+        return f"<RequestsHook {self.base!r}>"
 
     @classmethod
-    def of(cls, request: requests.PreparedRequest) -> RequestsFlow | None:
+    def of(cls, request: requests.PreparedRequest) -> RequestsHook | None:
         """The hook registered on `request`, if `CustomTokenAuth` prepared it."""
         hooks = request.hooks.get("response", []) if request.hooks else []
-        return next((hook for hook in hooks if isinstance(hook, RequestsFlow)), None)
+        return next((hook for hook in hooks if isinstance(hook, RequestsHook)), None)
 
-    # -- the rules -----------------------------------------------------------------------------
-    def begin(self, request: requests.PreparedRequest, *, sent: bool) -> None:
-        """(Re)start the rules for `request`; unless it has been `sent` already, apply their first request.
+    def inject(self, r: requests.PreparedRequest) -> None:
+        """Give `r` the account's credentials (requests sends it next)."""
+        token = self.auth.current()
+        injected = rules.inject(self.auth.account, self.base, token)
+        r.url = injected.url
+        r.headers = CaseInsensitiveDict(dict(injected.headers))
+        self._injected = (token, injected)
 
-        A restart happens when the prepared request (or a copy) is sent again after its rules finished.
-        """
-        if request is self.prepared:
-            base = self.base
-        else:
-            base = rules.uninjected(self.auth.account, as_api_request(request))
-        self._flow = self.auth.flow(base)
-        self.note = None
-        command = self._advance(None)
-        if not sent and isinstance(command, Send):
-            apply(request, command.request, body=False)
-        self._expect, self._following, self._carrier = request, False, request
-
-    def _advance(self, outcome: Any, error: BaseException | None = None) -> Send | Follow | None:
-        """Run the rules up to their next request (None: they are done), serving tokens and waits."""
-        flow = self._flow
-        if flow is None:
-            if error is not None:
-                raise error
-            return None
-        try:
-            command = flow.throw(error) if error is not None else flow.send(outcome)
-            while not isinstance(command, Send | Follow):
-                if isinstance(command, rules.GetToken):
-                    command = flow.send(self.auth.current_token())
-                    continue
-                if isinstance(command, rules.Discard):
-                    self.auth.discard(command.token)
-                else:
-                    time.sleep(command.seconds)
-                command = flow.send(None)
-            return command
-        except StopIteration as stop:
-            self.note = stop.value.note
-            self._flow = None
-            return None
-        except BaseException:
-            self._flow = None  # a transport error the rules did not retry, or a failed token request
-            raise
-
-    def awaits(self, request: requests.PreparedRequest | None) -> bool:
-        """Are the rules waiting for the answer to `request`?"""
-        if self._flow is None:
-            return False
-        if self._expect is not None:
-            return request is self._expect
-        return request is not self.prepared  # a hop's answer: requests sends a copy
-
-    # -- requests' hook protocol ---------------------------------------------------------------
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        sent = response.request  # the request of this hop, which requests copies for a redirect
+        sent = response.request
         assert sent is not None
-        if not self.awaits(sent):  # the prepared request sent again, or a copy of it
-            self.begin(sent, sent=True)
-        head = head_of(response, sent=as_api_request(sent) if self._following else None)
-        self._expect, self._following = None, False
-        command = self._advance(head)
-        while isinstance(command, Send):
+        account = self.auth.account
+        injected, self._injected = self._injected, None
+        base = rules.uninjected(account, as_api_request(sent))
+        token = injected[0] if injected is not None else None
+        if account.inject_as == "header" and rules.concerns(account, base.url):
+            expected = injected[1].header(account.inject_name) if injected is not None else None
+            if expected is None or sent.headers.get(account.inject_name) != expected:
+                return response  # requests dropped the token on the way (Authorization, another host)
+        answers: list[requests.Response] = []
+
+        def send(request: ApiRequest) -> Head:
+            if not answers:  # the first send: requests made it
+                answers.append(response)
+                return head_of(response)
+            last = answers[-1]
             retry = sent.copy()
-            apply(retry, command.request)
-            release(response)  # before the retry: its body is nobody's
-            if response.raw is not None and retry._cookies is not None:  # type: ignore[attr-defined]
-                extract_cookies_to_jar(retry._cookies, sent, response.raw)  # type: ignore[attr-defined,no-untyped-call]
-                retry.prepare_cookies(retry._cookies)  # type: ignore[attr-defined]
-            assert response.connection is not None
-            try:
-                answer: requests.Response = response.connection.send(retry, **kwargs)
-            except TRANSPORT_ERRORS as exc:
-                try:
-                    command = self._advance(None, exc)  # raises unless the rules retry
-                except TRANSPORT_ERRORS as final:  # its message quotes the URL: the token, inject_as=url
-                    raise_redacted(final, self.auth.account.secrets)
-                continue
-            answer.history = [*response.history, response]
+            apply(retry, request)
+            release(last)  # before the retry: its body is nobody's
+            _carry_cookies(retry, last)
+            assert last.connection is not None
+            answer: requests.Response = last.connection.send(retry, **kwargs)
+            answer.history = [*last.history, last]
             answer.request = retry
-            response = answer
-            command = self._advance(head_of(answer))
-        if isinstance(command, Follow):  # requests follows: from `sent`, to the Location
-            sent.headers = CaseInsensitiveDict(dict(command.request.headers))
-            response.headers["location"] = command.request.url
-            self._following, self._carrier = True, sent
-        return response
+            answers.append(answer)
+            return head_of(answer)
 
-    def resend_after(self, error: BaseException) -> requests.PreparedRequest:
-        """A transport error before any answer (raised by requests): the request to send instead.
+        tokens = _FirstToken(self.auth, token)
+        try:
+            result = rules.drive(
+                self.auth.request_rules(base, follow_redirects=False), send, tokens, TRANSPORT_ERRORS
+            )
+        except TRANSPORT_ERRORS as final:  # its message quotes the URL: the token, inject_as=url
+            raise_redacted(final, account.secrets)
+        final_answer = answers[-1]
+        self.note = result.note
+        if result.note:
+            _NOTES[final_answer] = result.note
+        if result.redirect is not None:
+            self._prepare_hop(final_answer, result.redirect)
+        return final_answer
 
-        Raises `error` when the rules do not retry it (or the hook already handed it to them).
-        """
-        command = self._advance(None, error)
-        if not isinstance(command, Send):
-            self._flow = None
-            raise error
-        retry = self._carrier.copy()
-        apply(retry, command.request)
-        self._expect, self._following = retry, False
-        return retry
+    def _prepare_hop(self, response: requests.Response, hop: ApiRequest) -> None:
+        """Set what requests copies for the redirect it follows next: the rules' headers and Location."""
+        sent = response.request
+        assert sent is not None
+        if rules.concerns(self.auth.account, hop.url):
+            token = self.auth.current()
+            hop = rules.inject(self.auth.account, hop, token)
+            self._injected = (token, hop)
+        sent.headers = CaseInsensitiveDict(dict(hop.headers))
+        response.headers["location"] = hop.url
+
+
+class _FirstToken:
+    """`rules.Tokens` that answers the first ask with the token already sent (by requests)."""
+
+    def __init__(self, auth: CustomTokenAuth, first: Token | None) -> None:
+        self.auth, self.first = auth, first
+
+    def current(self) -> Token:
+        first, self.first = self.first, None
+        return first if first is not None else self.auth.current()
+
+    def discard(self, token: Token) -> None:
+        self.auth.discard(token)
 
 
 #: What is read of an answer the rules replace with a retry (a 401 before the refresh), for its connection
@@ -404,7 +390,6 @@ def release(response: requests.Response) -> None:
 
     A body read to its end stays the answer's `content` (the retry's `history` shows it, as before).
     """
-    import urllib3
 
     read1 = getattr(response.raw, "read1", None)  # urllib3's: reads what has arrived
     if read1 is not None:
@@ -461,23 +446,26 @@ def raise_redacted(exc: requests.RequestException, secrets: tuple[str, ...] = ()
 
 def refresh_note(response: requests.Response) -> str | None:
     """Why a `refresh_on` answer was not retried with a new token (e.g. `NOT_RESENT`), if it was not."""
-    request = response.request
-    hook = RequestsFlow.of(request) if isinstance(request, requests.PreparedRequest) else None
-    return hook.note if hook is not None else None
+    return _NOTES.get(response)
 
 
 class AccountSession(requests.Session):
-    """A session for one connected account, reading the environment once per origin, not per request.
+    """A session for one connected account: it sends every hop of a request itself, under the rules.
+
+    Every request to the account's origins (unless it brings an `auth` of its own) goes through
+    `rules.drive`: injected, retried with a fresh token on `refresh_on`, retried under the API retry
+    policy, its redirects followed by the rules (so requests follows none). An error requests raises is
+    raised with every secret masked.
 
     A default `requests.Session` re-reads proxy variables and `.netrc` on every request. Here the
     proxies of an origin (honouring NO_PROXY) are resolved the first time a request goes there, and
     `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` once; `.netrc` never applies, since the session's auth is
-    the token. A transport error (no answer) goes to the request rules, which may send the request
-    again under the auth's retry policy.
+    the token.
 
     The connection's transport settings apply: `client_cert`/`client_key` (`cert`), `ca_bundle`
     (`verify`, over the environment's bundle), `proxies` (over the environment's, key by key; a
-    request's own `proxies` over both).
+    request's own `proxies` over both). A request without a timeout of its own gets the account's
+    (`ConnectedAccount.api_timeout`).
     """
 
     def __init__(self, auth: CustomTokenAuth) -> None:
@@ -485,14 +473,15 @@ class AccountSession(requests.Session):
         self.auth = auth
         self.trust_env = False
         self._proxies_by_origin: dict[str, dict[str, str]] = {}
+        self._ours: weakref.WeakKeyDictionary[requests.PreparedRequest, CustomTokenAuth] = (
+            weakref.WeakKeyDictionary()
+        )
         account = auth.account
         options = requests_options(account)  # a missing certificate file: ConfigurationError, now
         self.verify = options["verify"]
         self.cert = options["cert"]
         self._connection_proxies: dict[str, str] = options["proxies"]
         if self.verify is True:
-            import os
-
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 self.verify = bundle
@@ -500,20 +489,52 @@ class AccountSession(requests.Session):
     def __repr__(self) -> str:
         return f"<AccountSession {self.auth!r}>"
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        hook = RequestsFlow.of(request)
-        if hook is not None and not hook.awaits(request):
-            hook.begin(request, sent=False)  # sent again: the rules start over, with a fresh token
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        auth = self.auth
+        if request.auth is not None or not isinstance(auth, CustomTokenAuth):
+            return super().prepare_request(request)
+        request.auth = _no_auth  # the rules inject, when the session sends it
         try:
-            while True:
-                try:
-                    return super().send(request, **kwargs)
-                except TRANSPORT_ERRORS as exc:
-                    if hook is None:
-                        raise
-                    request = hook.resend_after(exc)
+            prepared = super().prepare_request(request)
+        finally:
+            request.auth = None
+        if rules.concerns(auth.account, prepared.url or ""):
+            self._ours[prepared] = auth
+        return prepared
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        auth, base = self._claim(request)
+        if auth is None:
+            try:
+                return super().send(request, **kwargs)
+            except requests.RequestException as exc:
+                raise_redacted(exc)
+        kwargs.setdefault("timeout", None)
+        if kwargs["timeout"] is None:
+            kwargs["timeout"] = auth.account.api_timeout
+        follow = kwargs.pop("allow_redirects", True)
+        hops = _Hops(self, request, kwargs)
+        try:
+            result = rules.drive(
+                auth.request_rules(base, follow_redirects=follow, max_redirects=self.max_redirects),
+                hops.send,
+                auth,
+                TRANSPORT_ERRORS,
+            )
         except requests.RequestException as exc:  # urllib3 quotes the URL: the token, with inject_as=url
-            raise_redacted(exc, hook.auth.account.secrets if hook is not None else ())
+            raise_redacted(exc, auth.account.secrets)
+        return hops.finish(result)
+
+    def _claim(self, request: requests.PreparedRequest) -> tuple[CustomTokenAuth | None, ApiRequest]:
+        """The auth whose rules `request` goes under (None: none), and the request without credentials."""
+        auth = self._ours.pop(request, None)
+        if auth is not None:
+            return auth, as_api_request(request)
+        hook = RequestsHook.of(request)  # prepared with `auth=CustomTokenAuth(...)` of its own
+        if hook is None:
+            return None, ApiRequest("GET", "")
+        request.hooks = {**request.hooks, "response": [h for h in request.hooks["response"] if h is not hook]}
+        return hook.auth, replace(hook.base, body=request.body)
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -530,6 +551,51 @@ class AccountSession(requests.Session):
             else:
                 proxies = found
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+    return r
+
+
+class _Hops:
+    """The hops of one request an `AccountSession` sends: each built from the last, the last kept."""
+
+    def __init__(
+        self, session: AccountSession, first: requests.PreparedRequest, kwargs: dict[str, Any]
+    ) -> None:
+        self.session = session
+        self.first: requests.PreparedRequest | None = first
+        self.stream = bool(kwargs.get("stream"))
+        self.kwargs = {**kwargs, "stream": True}  # a body is read once it is the answer, not before
+        self.history: list[requests.Response] = []
+        self.response: requests.Response | None = None
+
+    def send(self, request: ApiRequest) -> Head:
+        previous = self.response
+        if previous is None:
+            assert self.first is not None
+            prepared, self.first = self.first, None
+        else:
+            assert previous.request is not None
+            prepared = previous.request.copy()
+        apply(prepared, request)
+        if previous is not None:
+            _carry_cookies(prepared, previous, self.session.cookies)
+            release(previous)  # before the next hop: its body is nobody's
+            self.history.append(previous)
+        self.response = requests.Session.send(self.session, prepared, allow_redirects=False, **self.kwargs)
+        return head_of(self.response)
+
+    def finish(self, result: Result) -> requests.Response:
+        response = self.response
+        assert response is not None
+        if self.history:
+            response.history = self.history
+        if result.note:
+            _NOTES[response] = result.note
+        if not self.stream:
+            response.content  # noqa: B018 - read, as requests does without stream
+        return response
 
 
 def authenticated_session(auth: CustomTokenAuth) -> requests.Session:

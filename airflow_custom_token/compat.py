@@ -63,7 +63,6 @@ if TYPE_CHECKING:  # mypy checks against the newest release's paths
     )
     from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-    from airflow_custom_token.account.raw import RawConnection
 
 __all__ = [
     "AIRFLOW_VERSION",
@@ -81,7 +80,6 @@ __all__ = [
     "PokeReturnValue",
     "TriggerEvent",
     "aget_airflow_connection",
-    "alookup_connection",
     "amask_secret",
     "call_with_context",
     "config_get",
@@ -92,7 +90,6 @@ __all__ = [
     "get_fernet",
     "import_first",
     "local_masker",
-    "lookup_connection",
     "mask_secret",
     "masker_size",
     "ui_field_behaviour",
@@ -398,22 +395,6 @@ async def aget_airflow_connection(conn_id: str) -> Any | None:
         return await hook.aget_connection(conn_id)
     except AirflowNotFoundException:
         return None
-
-
-def lookup_connection(conn_id: str) -> RawConnection | None:
-    """An Airflow connection as `RawConnection`, or None when it is not defined."""
-    from airflow_custom_token.account.raw import RawConnection
-
-    conn = get_airflow_connection(conn_id)
-    return None if conn is None else RawConnection.from_airflow(conn)
-
-
-async def alookup_connection(conn_id: str) -> RawConnection | None:
-    """`lookup_connection` for the event loop (the triggerer)."""
-    from airflow_custom_token.account.raw import RawConnection
-
-    conn = await aget_airflow_connection(conn_id)
-    return None if conn is None else RawConnection.from_airflow(conn)
 
 
 # -- the connection form of Airflow 3.0 and 3.1 ----------------------------------------------------------

@@ -341,7 +341,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "request_retries", "Request Retries",
         "Retries of an idempotent API request (GET, HEAD, OPTIONS, PUT, DELETE; never POST or PATCH) "
         "after a connection error, a timeout, a 429, 502, 503 or 504, with backoff; 0: none.",
-        "int", default=0, minimum=0,
+        "int", default=0, minimum=0, maximum=10,
     ),
     ExtraField(
         "test_endpoint", "Test Endpoint",
@@ -350,8 +350,9 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ),
     ExtraField(
         "timeout", "Timeout (s)",
-        "Timeout in seconds of each request.",
-        "number", exclusive_minimum=0, unit=_SECONDS,
+        "Timeout in seconds of each request, token and API requests alike (at most an hour). Empty: "
+        "[custom_token] token_request_timeout for token requests, api_request_timeout for API requests.",
+        "number", exclusive_minimum=0, maximum=3600, unit=_SECONDS,
     ),
     ExtraField(
         "verify", "Verify TLS",
@@ -554,6 +555,12 @@ OPTIONS: tuple[Option, ...] = (
         "token_request_timeout", "float", "30", "10",
         "Timeout in seconds of a token request when the connection sets none.",
         minimum=0.001,
+    ),
+    Option(
+        "api_request_timeout", "float", "60", "120",
+        "Timeout in seconds of an API request (the hook's run and get_conn session, the async hook, "
+        "triggers, the notifier and the Test button) when the connection sets none.",
+        minimum=0.001, version_added="0.3.0",
     ),
     Option(
         "max_token_response_bytes", "integer", "1048576", "4194304",

@@ -1,48 +1,51 @@
 """The rules of an API request, written once and free of I/O: inject, guard redirects, refresh, retry.
 
-`request_flow(account, request)` is a generator in the manner of httpx's `auth_flow`: it yields
-commands and receives their outcomes. A transport (requests in `auth.py`, aiohttp in `aio.py`) only
-carries them out:
+`request_rules(account, request)` is a generator in the manner of httpx's `auth_flow`: it yields
+commands and receives their outcomes. A transport only carries them out, with one small driver:
+`drive` (sync: requests, in `auth.py`) or `adrive` (async: aiohttp, in `aio.py`):
 
 - `GetToken()`: send back the account's current `Token` (cache, else a token request);
 - `Discard(token)`: drop `token` from the caches if it is still the cached one; send back None;
-- `Send(request)`: send `request` as it is, without following a redirect; send back its `Head`, or
-  throw the transport error (connection refused, timeout) into the generator;
-- `Follow(request)`: the redirect just received leads to `request`; the transport follows it (requests
-  does, after the driver set the redirect's Location and headers) and sends back the `Head` of the
-  answer, with `Head.sent` when the transport adjusted the request on the way (cookies, body headers);
+- `Send(request)`: send `request` as it is, following no redirect; send back its `Head`, or throw the
+  transport error (connection refused, timeout) into the generator;
 - `Wait(seconds)`: back off before the next attempt (API retries); send back None.
 
-The generator returns a `Result` when the last `Head` is the answer, and raises the transport error
-it was thrown when that is final. What it decides:
+The transport sends every hop itself: a redirect the rules follow is one more `Send`. The generator
+returns a `Result` when the last `Head` is the answer, and raises the transport error it was thrown when
+that is final. What it decides:
 
 - The request it holds is never injected: the credentials (request parameters and the token) are
   added afresh to every request it yields, and only when the target is one of the account's allowed
   origins (`ConnectedAccount.is_allowed`: scheme, host and port, so https -> http loses them too).
   The request's own headers win over the request parameters; the token header wins over all.
-- A redirect is followed to `urljoin(current, Location)`. If the current request carried the
-  account's query parameters, a Location that repeats them (servers often redirect to
+- A redirect is followed to `urljoin(current, Location)` (unless `follow_redirects` is False: then the
+  `Result` names the next hop, for a library that follows redirects itself). If the current request
+  carried the account's query parameters, a Location that repeats them (servers often redirect to
   `<elsewhere><request URI>`) is stripped of them first: another origin never receives them, the same
-  origin receives them once. 303 (and 301/302 after a POST) turn the request into a GET without body.
+  origin receives them once. A hop to another host drops the request's own Authorization header (as
+  requests and httpx do). 303 (and 301/302 after a POST) turn the request into a GET without body.
   A Location that is not a URL (`http://[::1/x`, a port out of range) is a `RequestError`, not followed.
 - A status in `refresh_on`, answered to a request that carried the token, discards that token; the
   first time, the request is sent again with a new token (unless its body is a stream that cannot be
   sent twice: `NOT_RESENT`); a token rejected on that retry is discarded too, and the answer stands.
-- With a `RetryPolicy` (None: no API retries), an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE)
+- With a `RetryPolicy` (None: no API retries), an idempotent request (`options.IDEMPOTENT_METHODS`)
   whose body can be sent again is retried after a transport error or a 429/502/503/504, after
   `Wait(policy.delay(attempt, Retry-After))`, up to `policy.retries` times per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.account.urls import add_query, masked_url
 from airflow_custom_token.errors import RequestError
+from airflow_custom_token.options import IDEMPOTENT_METHODS
 from airflow_custom_token.redaction import known, redact_string
 from airflow_custom_token.retry import RetryPolicy, parse_retry_after
 from airflow_custom_token.token import Token
@@ -53,10 +56,9 @@ NOT_RESENT = (
 )
 MAX_REDIRECTS = 10
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# API retries (issue 13): methods that may be sent twice, answers that say "try again".
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # answers that say "try again" (API retries)
 BODY_HEADERS = frozenset({"content-length", "content-type", "transfer-encoding"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,11 @@ class ApiRequest:
 
 @dataclass(frozen=True)
 class Head:
-    """What the rules need of an answer: its status and headers (lower-case names).
-
-    `sent`: the request as the transport really sent it, when that differs from the one yielded
-    (requests adjusts a followed redirect: cookies, body headers); None when it was sent as yielded.
-    """
+    """What the rules need of an answer: its status and headers (a case-insensitive mapping, or a plain
+    one with lower-case names)."""
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
-    sent: ApiRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -115,13 +113,6 @@ class Send:
 
 
 @dataclass(frozen=True)
-class Follow:
-    """The redirect just received leads to this request: follow it; send back the answer's `Head`."""
-
-    request: ApiRequest
-
-
-@dataclass(frozen=True)
 class Wait:
     """Wait this many seconds (backoff before an API retry); send back None."""
 
@@ -130,14 +121,16 @@ class Wait:
 
 @dataclass(frozen=True)
 class Result:
-    """The last `Head` received is the answer. `note` says why a refresh was not followed by a retry."""
+    """The last `Head` received is the answer. `note` says why a refresh was not followed by a retry;
+    `redirect` is the (un-injected) next hop of a redirect not followed (`follow_redirects=False`)."""
 
     note: str | None = None
     refreshed: bool = False
+    redirect: ApiRequest | None = None
 
 
-Command = GetToken | Discard | Send | Follow | Wait
-Flow = Generator[Command, Any, Result]
+Command = GetToken | Discard | Send | Wait
+Rules = Generator[Command, Any, Result]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,8 +142,8 @@ def concerns(account: ConnectedAccount, url: str) -> bool:
     return bool(url) and account.is_allowed(url)
 
 
-def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> tuple[ApiRequest, frozenset[str]]:
-    """`request` with the account's credentials, and the (lower-case) names of the headers it set.
+def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> ApiRequest:
+    """`request` with the account's credentials.
 
     The request's own headers win over the request parameters; the token header replaces a header of
     the same name.
@@ -159,15 +152,14 @@ def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> tupl
     token_header = account.inject_name.lower() if account.inject_as == "header" else None
     own = {name.lower() for name, _ in request.headers}
     added = [(n, v) for n, v in headers if n.lower() == token_header or n.lower() not in own]
-    names = frozenset(n.lower() for n, _ in added)
+    names = {n.lower() for n, _ in added}
     kept = [(n, v) for n, v in request.headers if n.lower() not in names]
-    injected = replace(
+    return replace(
         request,
         url=add_query(request.url, query),
         headers=(*kept, *added),
         secrets=account.token_values(token.value, token.outputs),
     )
-    return injected, names
 
 
 def uninjected(account: ConnectedAccount, request: ApiRequest) -> ApiRequest:
@@ -181,13 +173,17 @@ def uninjected(account: ConnectedAccount, request: ApiRequest) -> ApiRequest:
     )
 
 
-def _rebase(base: ApiRequest, sent: ApiRequest, names: frozenset[str]) -> ApiRequest:
-    """The un-injected request behind `sent`: its headers, minus those the rules set, plus base's own."""
-    headers = (
-        *((n, v) for n, v in sent.headers if n.lower() not in names),
-        *((n, v) for n, v in base.headers if n.lower() in names),
+def _same_host(old: str, new: str) -> bool:
+    """requests' `should_strip_auth` read the other way round: may an Authorization header go along?"""
+    before, after = urlsplit(old), urlsplit(new)
+    if before.hostname != after.hostname:
+        return False
+    if before.scheme == "http" and after.scheme == "https" and before.port in (80, None):
+        return after.port in (443, None)  # the upgrade to https on the standard ports keeps it
+    return (before.scheme, before.port or _DEFAULT_PORTS.get(before.scheme)) == (
+        after.scheme,
+        after.port or _DEFAULT_PORTS.get(after.scheme),
     )
-    return replace(base, method=sent.method, headers=headers, body=sent.body, replayable=sent.replayable)
 
 
 def redirected(
@@ -212,69 +208,62 @@ def redirected(
     if (head.status == 303 and method != "HEAD") or (head.status in (301, 302) and method == "POST"):
         method, body, replayable = "GET", None, True
         headers = tuple((n, v) for n, v in headers if n.lower() not in BODY_HEADERS)
+    if not _same_host(request.url, target):
+        headers = tuple((n, v) for n, v in headers if n.lower() != "authorization")
     return replace(request, method=method, url=target, headers=headers, body=body, replayable=replayable)
 
 
 # ---------------------------------------------------------------------------------------------------
-# The flow
+# The rules
 
 
-def request_flow(
+def request_rules(
     account: ConnectedAccount,
     request: ApiRequest,
     *,
     retry: RetryPolicy | None = None,
     refresh: bool = True,
-    max_redirects: int | None = MAX_REDIRECTS,
-) -> Flow:
+    follow_redirects: bool = True,
+    max_redirects: int = MAX_REDIRECTS,
+) -> Rules:
     """The rules of one API call (see the module's docstring). `request` carries no credentials.
 
     :param retry: the API retry policy; None: no API retries.
     :param refresh: False: never discard or replace the token (checking one token, `test_connection`).
-    :param max_redirects: raise `RequestError` past this many redirects; None: the transport counts.
+    :param follow_redirects: False: a redirect is the answer, and `Result.redirect` its next hop.
+    :param max_redirects: raise `RequestError` past this many redirects.
     """
     base = request
     refreshed = False
     attempts = 0  # API retries so far
     redirects = 0
-    following = False  # is the next request a redirect the transport follows?
     while True:
         token: Token | None = None
-        names: frozenset[str] = frozenset()
         outgoing = base
         if concerns(account, base.url):
             token = yield GetToken()
-            outgoing, names = inject(account, base, token)
+            outgoing = inject(account, base, token)
         try:
-            head: Head = yield (Follow(outgoing) if following else Send(outgoing))
+            head: Head = yield Send(outgoing)
         except Exception:  # a transport error, thrown in by the driver
             if retry is None or not _may_retry(base, attempts, retry):
                 raise
             attempts += 1
             yield Wait(retry.delay(attempts, None))
-            following = False
             continue
-        following = False
-        sent_token = token
-        if head.sent is not None:  # the transport adjusted the request it followed
-            if (
-                token is not None
-                and account.inject_as == "header"
-                and head.sent.header(account.inject_name) is None
-            ):
-                sent_token = None  # dropped on the way (requests strips Authorization off its host)
-            base = _rebase(base, head.sent, names)
 
         target = redirected(account, base, head, carried=token is not None)
         if target is not None:
+            if not follow_redirects:
+                return Result(refreshed=refreshed, redirect=target)
             redirects += 1
-            if max_redirects is not None and redirects > max_redirects:
+            if redirects > max_redirects:
                 raise RequestError(f"{target.describe(account.secrets)}: more than {max_redirects} redirects")
-            base, following = target, True
+            base = target
             continue
 
-        if head.status in account.refresh_on and sent_token is not None and refresh:
-            yield Discard(sent_token)  # rejected: whether on the first try or on the refresh retry
+        if head.status in account.refresh_on and token is not None and refresh:
+            yield Discard(token)  # rejected: whether on the first try or on the refresh retry
             if refreshed:
                 return Result(refreshed=True)
             if not base.replayable:
@@ -299,3 +288,80 @@ def api_policy(account: ConnectedAccount, waits: RetryPolicy) -> RetryPolicy | N
 
 def _may_retry(request: ApiRequest, attempts: int, retry: RetryPolicy) -> bool:
     return request.method.upper() in IDEMPOTENT_METHODS and request.replayable and attempts < retry.retries
+
+
+# ---------------------------------------------------------------------------------------------------
+# The drivers: one per kind of transport, a few lines each
+
+
+class Tokens(Protocol):
+    """What a driver needs of the token side: the current token, and dropping a rejected one."""
+
+    def current(self) -> Token: ...
+
+    def discard(self, token: Token) -> None: ...
+
+
+class AsyncTokens(Protocol):
+    async def current(self) -> Token: ...
+
+    async def discard(self, token: Token) -> None: ...
+
+
+def drive(
+    rules: Rules,
+    send: Callable[[ApiRequest], Head],
+    tokens: Tokens,
+    transport_errors: tuple[type[BaseException], ...],
+) -> Result:
+    """Carry out `rules` over a synchronous transport: `send` sends one request (no redirect followed)
+    and returns the `Head` of its answer, or raises one of `transport_errors` when it got none."""
+    outcome: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = rules.throw(error) if error is not None else rules.send(outcome)
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+        outcome = error = None
+        if isinstance(command, Send):
+            try:
+                outcome = send(command.request)
+            except transport_errors as exc:
+                error = exc
+        elif isinstance(command, GetToken):
+            outcome = tokens.current()
+        elif isinstance(command, Discard):
+            tokens.discard(command.token)
+        else:
+            time.sleep(command.seconds)
+
+
+async def adrive(
+    rules: Rules,
+    send: Callable[[ApiRequest], Awaitable[Head]],
+    tokens: AsyncTokens,
+    transport_errors: tuple[type[BaseException], ...],
+) -> Result:
+    """`drive` for an asynchronous transport."""
+    outcome: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            command = rules.throw(error) if error is not None else rules.send(outcome)
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+        outcome = error = None
+        if isinstance(command, Send):
+            try:
+                outcome = await send(command.request)
+            except transport_errors as exc:
+                error = exc
+        elif isinstance(command, GetToken):
+            outcome = await tokens.current()
+        elif isinstance(command, Discard):
+            await tokens.discard(command.token)
+        else:
+            await asyncio.sleep(command.seconds)

@@ -54,6 +54,7 @@ class Settings:
     refresh_margin: float = option_default("refresh_margin")
     retry: RetryPolicy = field(default_factory=_default_retry)
     token_request_timeout: float = option_default("token_request_timeout")
+    api_request_timeout: float = option_default("api_request_timeout")
     max_token_response_bytes: int = option_default("max_token_response_bytes")
     max_token_bytes: int = option_default("max_token_bytes")
     max_token_lifetime: float = option_default("max_token_lifetime")

@@ -76,18 +76,25 @@ def excerpt(body: bytes, secrets: tuple[str, ...], limit: int = EXCERPT_CHARS) -
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def transport_error(
+def transport_failure(
     request: HttpRequest, exc: BaseException, secrets: tuple[str, ...], hint: str = ""
-) -> TokenRequestError:
-    """A retryable error for a token request that got no answer (connection error, timeout).
+) -> str:
+    """A secret-free sentence for a request that got no answer (connection error, timeout).
 
-    `hint` ends the message: what the failure most likely means (`transport.tls_hint`).
+    `hint` ends it: what the failure most likely means (`tls.tls_hint`).
     """
     kind = "timed out" if "timeout" in type(exc).__name__.lower() else "could not connect"
     # urllib3 quotes the URL it could not reach, query included: a GET token request's credentials.
     detail = re.sub(r"\?[^\s'\")]*", "?<query>", redact_string(str(exc), secrets))[:200]
+    return (
+        f"{request.method} {masked_url(request.url, secrets)} {kind} ({type(exc).__name__}: {detail}){hint}"
+    )
+
+
+def transport_error(
+    request: HttpRequest, exc: BaseException, secrets: tuple[str, ...], hint: str = ""
+) -> TokenRequestError:
+    """A retryable error for a token request that got no answer (`transport_failure` says why)."""
     return TokenRequestError(
-        f"Token request failed: {request.method} {masked_url(request.url, secrets)} {kind} "
-        f"({type(exc).__name__}: {detail}){hint}",
-        retryable=True,
+        f"Token request failed: {transport_failure(request, exc, secrets, hint)}", retryable=True
     )

@@ -27,6 +27,7 @@ from airflow_custom_token.errors import (
 from airflow_custom_token.fields import (
     REDIRECT_URIS,
     STANDARD_FIELDS,
+    option_default,
 )
 from airflow_custom_token.wire import HttpRequest
 
@@ -277,14 +278,16 @@ def build_account(
     task_parameters: Mapping[str, Any] | None = None,
     *,
     redirect_uris: Mapping[str, str] = REDIRECT_URIS,
-    default_timeout: float | None = None,
+    api_timeout: float | None = None,
 ) -> ConnectedAccount:
     """Run every phase on the chain (account first); raise one `ConfigurationError` listing every
-    problem, or return the connected account."""
+    problem, or return the connected account.
+
+    :param api_timeout: the API requests' timeout when the connection sets none (`[custom_token]
+        api_request_timeout`; None: its default).
+    """
     merged, problems = merge_chain(chain)
-    checked, found = check_fields(
-        merged, choices={"realm": tuple(redirect_uris)}, defaults={"timeout": default_timeout}
-    )
+    checked, found = check_fields(merged, choices={"realm": tuple(redirect_uris)})
     problems += found
     problems += check_token_location(checked)
     problems += check_transport(checked)
@@ -327,6 +330,7 @@ def build_account(
         refresh_on=frozenset(checked["refresh_on"]),
         test_endpoint=checked["test_endpoint"],
         timeout=checked["timeout"],
+        api_timeout=checked["timeout"] or api_timeout or option_default("api_request_timeout"),
         verify=bool(checked["verify"]),
         allowed_origins=allowed,
         values=values,

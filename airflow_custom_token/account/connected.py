@@ -75,7 +75,8 @@ class ConnectedAccount:
     request_query: tuple[tuple[str, str], ...] = field(repr=False)
     refresh_on: frozenset[int]
     test_endpoint: str | None
-    timeout: float | None
+    timeout: float | None  # the connection's own; token requests: else token_request_timeout
+    api_timeout: float  # API requests: the connection's timeout, else api_request_timeout
     verify: bool
     allowed_origins: frozenset[tuple[str, str, int | None]]
     values: Mapping[str, str] = field(repr=False)  # placeholder values, for per-request rendering

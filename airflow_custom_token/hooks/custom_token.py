@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json as json_module
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from typing import Any
 
-from airflow_custom_token import compat, redaction
-from airflow_custom_token.account.build import build_account
-from airflow_custom_token.account.chain import adrive_chain, drive_chain
-from airflow_custom_token.account.connected import ConnectedAccount
+import requests
+import tenacity
+from requests.structures import CaseInsensitiveDict
+
+from airflow_custom_token import compat, connections, redaction
+from airflow_custom_token import options as request_options
+from airflow_custom_token.account import ConnectedAccount
 from airflow_custom_token.account.urls import masked_url
-from airflow_custom_token.compat import BaseHook, lookup_connection
+from airflow_custom_token.aio import AsyncCustomTokenClient
+from airflow_custom_token.auth import CustomTokenAuth, authenticated_session, refresh_note
+from airflow_custom_token.compat import BaseHook
 from airflow_custom_token.errors import (
     ConfigurationError,
     CustomTokenError,
@@ -29,24 +31,11 @@ from airflow_custom_token.errors import (
     TokenResponseError,
 )
 from airflow_custom_token.fields import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_custom_token.settings import Settings, load_settings
+from airflow_custom_token.source import TokenSource
+from airflow_custom_token.tls import tls_hint
 from airflow_custom_token.token import read_token
 from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse, excerpt
-
-if TYPE_CHECKING:
-    import requests
-
-    from airflow_custom_token.aio import AsyncCustomTokenClient
-    from airflow_custom_token.auth import CustomTokenAuth
-    from airflow_custom_token.settings import Settings
-    from airflow_custom_token.source import TokenSource
-
-EXTRA_OPTIONS = frozenset(
-    {"check_response", "timeout", "verify", "allow_redirects", "stream", "proxies", "cert"}
-)
-#: What `run(**request_kwargs)` hands to requests besides the named arguments (as `HttpOperator`'s
-#: `request_kwargs`). Not `auth` (the connection's token is the auth) nor `hooks` (they would see an
-#: answer before the request rules, a 401 that the rules then retry).
-REQUEST_KWARGS = frozenset({"files", "cookies"})
 
 
 def _excerpt_bytes(response: requests.Response) -> bytes:
@@ -64,12 +53,9 @@ def _excerpt_bytes(response: requests.Response) -> bytes:
         return b""
 
 
-class CustomTokenHook(BaseHook):
-    """Fetches, caches and refreshes a custom token, and sends authenticated requests.
-
-    :param custom_token_conn_id: conn id of a `custom_token` connection (a connected account).
-    :param integration_parameters: values for `{placeholders}`, over the connection's own.
-    """
+class _CustomTokenBaseHook(BaseHook):
+    """What the sync and the async hook share: the connection type and its form, the conn id and the
+    task's placeholder values."""
 
     conn_name_attr = "custom_token_conn_id"
     default_conn_name = DEFAULT_CONN_ID
@@ -96,6 +82,26 @@ class CustomTokenHook(BaseHook):
         super().__init__(**kwargs)
         self.custom_token_conn_id = custom_token_conn_id
         self.integration_parameters = dict(integration_parameters or {})
+
+    def _refuse(self, problems: list[str]) -> None:
+        if problems:
+            raise ConfigurationError(self.custom_token_conn_id, problems)
+
+
+class CustomTokenHook(_CustomTokenBaseHook):
+    """Fetches, caches and refreshes a custom token, and sends authenticated requests.
+
+    :param custom_token_conn_id: conn id of a `custom_token` connection (a connected account).
+    :param integration_parameters: values for `{placeholders}`, over the connection's own.
+    """
+
+    def __init__(
+        self,
+        custom_token_conn_id: str = _CustomTokenBaseHook.default_conn_name,
+        integration_parameters: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(custom_token_conn_id, integration_parameters, **kwargs)
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
@@ -104,28 +110,19 @@ class CustomTokenHook(BaseHook):
     # -- the connected account ----------------------------------------------------------------
     @cached_property
     def settings(self) -> Settings:
-        from airflow_custom_token.settings import load_settings
-
         return load_settings()
 
     @cached_property
     def account(self) -> ConnectedAccount:
         """The validated account; raises `ConfigurationError` listing every problem."""
-        chain = drive_chain(self.custom_token_conn_id, lookup_connection)
-        account = build_account(chain, self.integration_parameters, redirect_uris=self.settings.redirect_uris)
-        redaction.register(*account.secrets)  # the password and secret-named parameters
-        return account
+        return connections.account(self.custom_token_conn_id, self.integration_parameters, self.settings)
 
     @cached_property
     def source(self) -> TokenSource:
-        from airflow_custom_token.source import TokenSource
-
         return TokenSource(self.account, self.settings)
 
     @cached_property
     def auth(self) -> CustomTokenAuth:
-        from airflow_custom_token.auth import CustomTokenAuth
-
         return CustomTokenAuth(self.source)
 
     # -- public API ---------------------------------------------------------------------------
@@ -143,8 +140,6 @@ class CustomTokenHook(BaseHook):
 
     def get_conn(self) -> requests.Session:
         """A `requests.Session` that authenticates every request to the account's origin."""
-        from airflow_custom_token.auth import authenticated_session
-
         return authenticated_session(self.auth)
 
     def run(
@@ -166,32 +161,18 @@ class CustomTokenHook(BaseHook):
         An idempotent request is retried as the connection's `request_retries` says.
         """
         options = dict(extra_options or {})
-        unknown = sorted(set(options) - EXTRA_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                self.custom_token_conn_id,
-                [f"extra_options: expected keys among {', '.join(sorted(EXTRA_OPTIONS))}; found {unknown}"],
-            )
-        refused = sorted(set(request_kwargs) - REQUEST_KWARGS)
-        if refused:
-            raise ConfigurationError(
-                self.custom_token_conn_id,
-                [
-                    f"request_kwargs: expected keys among {', '.join(sorted(REQUEST_KWARGS))}; found "
-                    f"{refused} (the connection's token is the auth; timeout, verify, proxies, cert, "
-                    "stream and allow_redirects go in extra_options)"
-                ],
-            )
+        self._refuse(
+            request_options.extra_options_problems(options, "sync")
+            + request_options.request_kwargs_problems(request_kwargs)
+        )
         check = options.pop("check_response", True)
         account = self.account
         url, headers, params = account.render_request(endpoint, headers, params)
         if self._session is None:
             self._session = self.get_conn()
-        options.setdefault("timeout", account.timeout)
+        options.setdefault("timeout", account.api_timeout)
         method = method.upper()
         self.log.debug("Sending %s %s", method, masked_url(url, account.secrets))
-        import requests
-
         stream = bool(options.get("stream"))
         options["stream"] = True  # an error answer is read only as far as its excerpt (describe_failure)
         try:
@@ -208,8 +189,6 @@ class CustomTokenHook(BaseHook):
             if not stream and not (check and response.status_code >= 400):
                 response.content  # noqa: B018 - read, as requests does without stream
         except requests.RequestException as exc:
-            from airflow_custom_token.tls import tls_hint
-
             detail = redaction.redact_string(str(exc), [*redaction.known(), *account.secrets])
             raise RequestError(
                 f"{method} {masked_url(url, account.secrets)} failed: {type(exc).__name__}: {detail[:300]}"
@@ -236,8 +215,6 @@ class CustomTokenHook(BaseHook):
         Each attempt is a whole `run` (the request rules included: the `refresh_on` retry and the
         connection's own `request_retries`). Any method is retried, POST included: the caller decides.
         """
-        import tenacity
-
         self._retry_obj = tenacity.Retrying(**dict(_retry_args))
         response: requests.Response = self._retry_obj(self.run, endpoint, method, **kwargs)
         return response
@@ -252,8 +229,6 @@ class CustomTokenHook(BaseHook):
         if body:
             message += f"; body: {body}"
         if response.status_code in self.account.refresh_on:
-            from airflow_custom_token.auth import refresh_note
-
             note = refresh_note(response)
             message += f" ({note})" if note else " (after fetching a new token and retrying once)"
         return message
@@ -286,7 +261,7 @@ class CustomTokenHook(BaseHook):
             response = self.get_conn().get(
                 account.request_url(account.test_endpoint),
                 auth=self.auth.pinned(token),  # the token just fetched, not refreshed: it is what is tested
-                timeout=account.timeout or 30,
+                timeout=account.api_timeout,
                 allow_redirects=False,
                 stream=True,  # the body is not needed; of an error, only its excerpt is read
             )
@@ -305,51 +280,6 @@ class CustomTokenHook(BaseHook):
 
 # ---------------------------------------------------------------------------------------------------
 # Async: `CustomTokenAsyncHook` (aiohttp), for the triggerer and for your own triggers
-
-#: The `extra_options` an async request honours; the others only make sense for requests.
-ASYNC_EXTRA_OPTIONS = frozenset({"check_response", "timeout"})
-
-# One triggerer loop runs many triggers of the same account; they share one connection lookup (single
-# flight) and reuse it for ACCOUNT_TTL seconds, so a changed connection reaches new triggers soon.
-ACCOUNT_TTL = 30.0
-_accounts: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[tuple[Settings, ConnectedAccount]]]]
-] = weakref.WeakKeyDictionary()
-
-
-async def aconnected_account(
-    conn_id: str, integration_parameters: Mapping[str, Any] | None, settings: Settings
-) -> ConnectedAccount:
-    """The validated connected account, its connections read with `compat.alookup_connection`."""
-    from airflow_custom_token.compat import alookup_connection
-
-    chain = await adrive_chain(conn_id, alookup_connection)
-    return build_account(chain, integration_parameters, redirect_uris=settings.redirect_uris)
-
-
-async def shared_account(
-    conn_id: str, integration_parameters: Mapping[str, Any] | None
-) -> tuple[Settings, ConnectedAccount]:
-    """`load_settings()` and `aconnected_account(...)`, shared by the hooks (and triggers) of this loop."""
-    from airflow_custom_token.settings import load_settings
-
-    loop = asyncio.get_running_loop()
-    key = json_module.dumps([conn_id, integration_parameters or {}], sort_keys=True, default=str)
-    entries = _accounts.setdefault(loop, {})
-    entry = entries.get(key)
-    if entry is None or time.monotonic() - entry[0] > ACCOUNT_TTL:
-
-        async def load() -> tuple[Settings, ConnectedAccount]:
-            settings = load_settings()
-            return settings, await aconnected_account(conn_id, integration_parameters, settings)
-
-        entry = (time.monotonic(), asyncio.ensure_future(load()))
-        entries[key] = entry
-    try:
-        return await asyncio.shield(entry[1])
-    except Exception:
-        entries.pop(key, None)  # a failed lookup is not remembered
-        raise
 
 
 def charset(content_type: str | None) -> str:
@@ -398,7 +328,7 @@ class AsyncResponse:
         return json_module.loads(self.text())
 
 
-class CustomTokenAsyncHook(BaseHook):
+class CustomTokenAsyncHook(_CustomTokenBaseHook):
     """`CustomTokenHook` for async code: the triggers use it, and so can your own triggers.
 
     The token is fetched, cached (process, host and shared caches), injected and refreshed on
@@ -412,20 +342,13 @@ class CustomTokenAsyncHook(BaseHook):
     is open); without it, each `run` opens and closes its own.
     """
 
-    conn_name_attr = "custom_token_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = CONN_TYPE
-    hook_name = "Custom Token"
-
     def __init__(
         self,
-        custom_token_conn_id: str = default_conn_name,
+        custom_token_conn_id: str = _CustomTokenBaseHook.default_conn_name,
         integration_parameters: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.custom_token_conn_id = custom_token_conn_id
-        self.integration_parameters = dict(integration_parameters or {})
+        super().__init__(custom_token_conn_id, integration_parameters, **kwargs)
         self._loaded: tuple[Settings, ConnectedAccount] | None = None
         self._source: TokenSource | None = None
         self._client: AsyncCustomTokenClient | None = None
@@ -436,8 +359,10 @@ class CustomTokenAsyncHook(BaseHook):
     # -- the connected account ----------------------------------------------------------------
     async def get_account(self) -> ConnectedAccount:
         """The validated account (shared by the hooks of this event loop, read again after
-        `ACCOUNT_TTL` seconds); raises `ConfigurationError` listing every problem."""
-        settings, account = await shared_account(self.custom_token_conn_id, self.integration_parameters)
+        `connections.ACCOUNT_TTL` seconds); raises `ConfigurationError` listing every problem."""
+        settings, account = await connections.shared_account(
+            self.custom_token_conn_id, self.integration_parameters
+        )
         if self._loaded is None or self._loaded[1] is not account:
             await redaction.aregister(*account.secrets)  # the password and secret-named parameters
             self._loaded, self._source = (settings, account), None
@@ -452,8 +377,6 @@ class CustomTokenAsyncHook(BaseHook):
 
     async def get_token_source(self) -> TokenSource:
         """Where the account's tokens come from (caches, else a token request)."""
-        from airflow_custom_token.source import TokenSource
-
         account = await self.get_account()
         if self._source is None:
             assert self._loaded is not None
@@ -463,8 +386,6 @@ class CustomTokenAsyncHook(BaseHook):
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncCustomTokenClient]:
         """One aiohttp session (an `AsyncCustomTokenClient`) for the requests of this block."""
-        from airflow_custom_token.aio import AsyncCustomTokenClient
-
         async with AsyncCustomTokenClient(await self.get_token_source()) as client:
             outer, self._client = self._client, client
             try:
@@ -498,45 +419,24 @@ class CustomTokenAsyncHook(BaseHook):
         `extra_options`: `check_response`, `timeout`.
         """
         options = dict(extra_options or {})
-        unknown = sorted(set(options) - ASYNC_EXTRA_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                self.custom_token_conn_id,
-                [
-                    f"extra_options: expected keys among {', '.join(sorted(ASYNC_EXTRA_OPTIONS))} in "
-                    f"async requests; found {unknown}"
-                ],
-            )
+        self._refuse(request_options.extra_options_problems(options, "async"))
         if self._client is None:
             async with self.session():
                 return await self.run(
                     endpoint, method, params=params, headers=headers, data=data, json=json,
                     extra_options=options,
                 )  # fmt: skip
-        from requests.structures import CaseInsensitiveDict
-
         client = self._client
-        method = method.upper()
-        url, _, rendered = client.account.render_request(endpoint, None, params)
+        request = client.prepare(method, endpoint, params=params, headers=headers, data=data, json=json)
         timeout = options.get("timeout")
-        answer = await client.request(
-            method,
-            endpoint,
-            params=params,
-            headers=headers,
-            data=data,
-            json=json,
-            timeout=float(timeout) if timeout else None,
-        )
-        if rendered:
-            url += ("&" if "?" in url else "?") + urlencode({str(k): str(v) for k, v in rendered.items()})
+        answer = await client.send(request, float(timeout) if timeout else None)
         response = AsyncResponse(
             status=answer.status,
             reason=answer.reason,
             headers=CaseInsensitiveDict(answer.headers),
             content=answer.body,
-            url=url,
-            method=method,
+            url=request.url,  # the endpoint and query parameters, without the connection's credentials
+            method=request.method,
         )
         if options.get("check_response", True) and response.status >= 400:
             raise RequestError(self.describe_failure(response), status=response.status)

@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow_custom_token import options as request_options
 from airflow_custom_token import redaction
 from airflow_custom_token.compat import BaseOperator, call_with_context, config_getboolean
 from airflow_custom_token.fields import DEFAULT_CONN_ID
+from airflow_custom_token.options import IDEMPOTENT_METHODS
 
 if TYPE_CHECKING:
     import requests
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
     from airflow_custom_token.compat import Context
     from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 PAGE_KEYS = frozenset({"endpoint", "data", "json", "query_params", "headers", "extra_options"})
 
 
@@ -132,32 +133,26 @@ class CustomTokenHttpOperator(BaseOperator):
         self.warn_on_non_idempotent = warn_on_non_idempotent
         self.request_kwargs = request_kwargs or {}
         self.retry_args = retry_args or {}
-        if self.request_kwargs:
-            from airflow_custom_token.hooks.custom_token import REQUEST_KWARGS
-
-            refused = sorted(set(self.request_kwargs) - REQUEST_KWARGS)
-            if refused:
-                raise ValueError(
-                    f"{self.task_id}: request_kwargs: expected keys among "
-                    f"{', '.join(sorted(REQUEST_KWARGS))}; found {refused} (the connection's token is the "
-                    "auth; timeout, verify, proxies, cert, stream and allow_redirects go in extra_options)"
-                )
+        problems = request_options.request_kwargs_problems(self.request_kwargs)
+        if problems:
+            raise ValueError(f"{self.task_id}: {'; '.join(problems)}")
         if deferrable and (self.request_kwargs or self.retry_args):
             given = " and ".join(name for name in ("request_kwargs", "retry_args") if getattr(self, name))
             raise ValueError(
                 f"{self.task_id}: {given} work in sync mode only, not with deferrable=True (the triggerer "
                 "sends the request with aiohttp; for retries there, set the connection's request_retries)"
             )
-        if deferrable:
-            from airflow_custom_token.triggers.http import DEFERRABLE_EXTRA_OPTIONS
-
-            unsupported = sorted(set(self.extra_options) - DEFERRABLE_EXTRA_OPTIONS)
-            if unsupported:
-                raise ValueError(
-                    f"{self.task_id}: extra_options {unsupported} are not supported with deferrable=True "
-                    f"(supported: {', '.join(sorted(DEFERRABLE_EXTRA_OPTIONS))}); the triggerer follows "
-                    "redirects, verifies TLS as the connection's `verify` says and reads the whole body"
-                )
+        problems = request_options.extra_options_problems(
+            self.extra_options, "async" if deferrable else "sync"
+        )
+        if problems:
+            hint = (
+                " (with deferrable=True the triggerer follows redirects, verifies TLS as the connection's "
+                "`verify` says and reads the whole body)"
+                if deferrable
+                else ""
+            )
+            raise ValueError(f"{self.task_id}: {'; '.join(problems)}{hint}")
 
     @cached_property
     def hook(self) -> CustomTokenHook:

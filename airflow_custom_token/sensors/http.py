@@ -18,6 +18,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow_custom_token import options as request_options
 from airflow_custom_token import redaction
 from airflow_custom_token.compat import (
     BaseSensorOperator,
@@ -103,15 +104,11 @@ class CustomTokenHttpSensor(BaseSensorOperator):
             raise ValueError(
                 f"{self.task_id}: response_error_codes_allowlist: expected status codes, found {bad}"
             )
-        if deferrable:
-            from airflow_custom_token.triggers.http import DEFERRABLE_EXTRA_OPTIONS
-
-            unsupported = sorted(set(self.extra_options) - DEFERRABLE_EXTRA_OPTIONS)
-            if unsupported:
-                raise ValueError(
-                    f"{self.task_id}: extra_options {unsupported} are not supported with deferrable=True "
-                    f"(supported: {', '.join(sorted(DEFERRABLE_EXTRA_OPTIONS))})"
-                )
+        problems = request_options.extra_options_problems(
+            self.extra_options, "async" if deferrable else "sync"
+        )
+        if problems:
+            raise ValueError(f"{self.task_id}: {'; '.join(problems)}")
 
     @cached_property
     def hook(self) -> CustomTokenHook:

@@ -2,7 +2,7 @@
 fully async, in the triggerer.
 
 Every trigger sends through `hooks.custom_token.CustomTokenAsyncHook`: the triggers of one event loop
-share its connection lookup (`shared_account`), and it fetches, caches and refreshes the token
+share its connection lookup (`connections.shared_account`), and it fetches, caches and refreshes the token
 (`refresh_on`) and retries (`request_retries`) exactly as the sync hook does. A trigger serializes only
 the conn id, the request and the task's parameters, never a token.
 
@@ -30,35 +30,21 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from airflow_custom_token import options as request_options
 from airflow_custom_token import redaction
 from airflow_custom_token.compat import BaseTrigger, TriggerEvent
 from airflow_custom_token.errors import ConfigurationError, CustomTokenError
-from airflow_custom_token.hooks.custom_token import (
-    ACCOUNT_TTL,
-    ASYNC_EXTRA_OPTIONS,
-    AsyncResponse,
-    CustomTokenAsyncHook,
-    aconnected_account,
-    shared_account,
-)
+from airflow_custom_token.hooks.custom_token import AsyncResponse, CustomTokenAsyncHook
 
 if TYPE_CHECKING:
     import requests
 
-# The extra_options a deferred request honours; the others only make sense for `requests`.
-DEFERRABLE_EXTRA_OPTIONS = ASYNC_EXTRA_OPTIONS
-# The shared per-loop account lookup (`shared_account`, `aconnected_account`, `ACCOUNT_TTL`) lives in
-# the hooks module now, with `CustomTokenAsyncHook`; the names stay importable from here.
 __all__ = [
-    "ACCOUNT_TTL",
-    "DEFERRABLE_EXTRA_OPTIONS",
     "CustomTokenHttpEventTrigger",
     "CustomTokenHttpSensorTrigger",
     "CustomTokenHttpTrigger",
-    "aconnected_account",
     "response_from_event",
     "response_to_event",
-    "shared_account",
 ]
 
 
@@ -129,12 +115,9 @@ class _RequestTrigger(BaseTrigger):
         self.integration_parameters = dict(integration_parameters or {})
         self.extra_options = dict(extra_options or {})
         self.carry = dict(carry or {})
-        unsupported = sorted(set(self.extra_options) - DEFERRABLE_EXTRA_OPTIONS)
-        if unsupported:
-            raise ValueError(
-                "extra_options: expected keys among "
-                f"{', '.join(sorted(DEFERRABLE_EXTRA_OPTIONS))} in deferrable mode; found {unsupported}"
-            )
+        problems = request_options.extra_options_problems(self.extra_options, "async")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def _kwargs(self) -> dict[str, Any]:
         return {

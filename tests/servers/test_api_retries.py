@@ -182,7 +182,9 @@ def test_retries_are_counted_per_request(api: Api, conn: Callable[..., str]) -> 
 def test_request_retries_is_checked_like_every_field(api: Api, conn: Callable[..., str]) -> None:
     conn(request_retries=-1)
 
-    with pytest.raises(ConfigurationError, match=r"request_retries: expected a number >= 0, found -1"):
+    with pytest.raises(
+        ConfigurationError, match=r"request_retries: expected a number >= 0 and <= 10, found -1"
+    ):
         CustomTokenHook(CONN_ID).run("/api/data")
 
     assert api.state.seen == [] and api.state.token_requests == []

@@ -205,7 +205,7 @@ def test_check_fields_reports_missing_required_fields_with_the_conn_id():
             "inject_template: expected a template containing {token}, found 'Bearer'",
         ),
         ({"access_lifetime": 0}, "access_lifetime: expected a positive number of seconds, found 0"),
-        ({"timeout": -1}, "timeout: expected a positive number of seconds, found -1.0"),
+        ({"timeout": -1}, "timeout: expected a number of seconds > 0 and <= 3600, found -1.0"),
         ({"refresh_on": [401, 999]}, "refresh_on: expected HTTP status codes (100-599), found 999"),
         ({"refresh_on": [401.5]}, "refresh_on: expected HTTP status codes (100-599), found 401.5"),
         ({"refresh_on": ["soon"]}, "refresh_on: expected HTTP status codes (100-599), found 'soon'"),
@@ -246,7 +246,7 @@ def test_check_fields_takes_run_time_choices_and_defaults():
     assert problems == []
     assert values["realm"] == "cn" and values["timeout"] == 7.0 and values["verify"] is True
     _, problems = check_fields(merged(), defaults={"timeout": 0.0})
-    assert problems == ["timeout: expected a positive number of seconds, found 0.0"]
+    assert problems == ["timeout: expected a number of seconds > 0 and <= 3600, found 0.0"]
 
 
 @pytest.mark.parametrize(

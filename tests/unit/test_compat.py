@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_custom_token import compat, redaction
+from airflow_custom_token import connections as account_connections
 from airflow_custom_token.fields import EXTRA_FIELDS, STANDARD_FIELDS
 
 RELEASE = ".".join(map(str, compat.AIRFLOW_VERSION))
@@ -70,8 +71,8 @@ def test_surface_base_classes_come_from_the_release() -> None:
 def test_missing_connection_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_NOWHERE", raising=False)
     assert compat.get_airflow_connection("nowhere") is None
-    assert compat.lookup_connection("nowhere") is None
-    assert asyncio.run(compat.alookup_connection("nowhere")) is None
+    assert account_connections.lookup_connection("nowhere") is None
+    assert asyncio.run(account_connections.alookup_connection("nowhere")) is None
 
 
 def test_connection_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +80,10 @@ def test_connection_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     body = {"conn_type": "custom_token", "host": "https://api.example.com", "login": "dev", "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_FROM_ENV", json.dumps(body))
 
-    for raw in (compat.lookup_connection("from_env"), asyncio.run(compat.alookup_connection("from_env"))):
+    for raw in (
+        account_connections.lookup_connection("from_env"),
+        asyncio.run(account_connections.alookup_connection("from_env")),
+    ):
         assert raw is not None
         assert (raw.conn_id, raw.conn_type, raw.host, raw.login) == (
             "from_env",
@@ -346,7 +350,7 @@ def test_triggerer_connection_lookup_goes_through_the_supervisor(
     async def lookup(comms: Any) -> Any:
         in_flight = asyncio.ensure_future(comms.asend(MaskSecret(value="other-trigger-value-0002")))
         await asyncio.sleep(0.05)
-        raw = await compat.alookup_connection("api_only")
+        raw = await account_connections.alookup_connection("api_only")
         await in_flight
         return raw
 
@@ -424,7 +428,7 @@ def test_what_the_form_saves_builds_an_account(
     body["password"] = "form-password-1"
     monkeypatch.setenv("AIRFLOW_CONN_FROM_FORM", json.dumps(body))
 
-    account = build_account(drive_chain("from_form", compat.lookup_connection), None)
+    account = build_account(drive_chain("from_form", account_connections.lookup_connection), None)
 
     assert account.token_request.url == "https://auth.example.com/oauth2/token"
     assert account.token_request.method == "POST"

@@ -71,7 +71,7 @@ def test_conn_fields_are_the_table_in_its_order():
                 "default": [401],
             },
         ),
-        ("timeout", {"type": ["number", "null"], "exclusiveMinimum": 0}),
+        ("timeout", {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 3600}),
         ("verify", {"type": ["boolean", "null"], "default": True}),
         ("allowed_hosts", {"type": ["array", "null"], "items": {"type": "string"}}),
         ("integration_parameters", {"type": ["object", "null"]}),
@@ -190,7 +190,7 @@ def test_a_new_field_is_one_entry():
 
 def test_range_text_of_each_kind_of_range():
     assert extra_field("access_lifetime").range_text() == "a positive number of seconds"
-    assert extra_field("timeout").range_text() == "a positive number of seconds"
+    assert extra_field("timeout").range_text() == "a number of seconds > 0 and <= 3600"
     retries = ExtraField("request_retries", "Request Retries", "Retries.", "int", minimum=0, maximum=10)
     assert retries.range_text() == "a number >= 0 and <= 10"
     ratio = ExtraField("share", "Share", "A share.", "number", exclusive_minimum=0.5, unit="parts")

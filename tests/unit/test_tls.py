@@ -76,7 +76,7 @@ def test_a_proxy_password_is_a_secret_of_the_account() -> None:
 @pytest.mark.parametrize(
     ("extra", "problem"),
     [
-        ({"request_retries": -1}, "request_retries: expected a number >= 0, found -1"),
+        ({"request_retries": -1}, "request_retries: expected a number >= 0 and <= 10, found -1"),
         ({"request_retries": 1.5}, "request_retries: expected a whole number, found 1.5"),
         (
             {"client_key": "/k.pem"},
