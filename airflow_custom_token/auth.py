@@ -22,12 +22,14 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Literal, NoReturn
 
 import requests
 import urllib3
 from requests.auth import AuthBase
 from requests.cookies import extract_cookies_to_jar, merge_cookies
+from requests.hooks import dispatch_hook
 from requests.structures import CaseInsensitiveDict
 
 from airflow_custom_token import connections, redaction, rules
@@ -261,12 +263,19 @@ def apply(r: requests.PreparedRequest, request: ApiRequest) -> None:
     r.body = request.body
 
 
-def _carry_cookies(r: requests.PreparedRequest, answered: requests.Response, jar: Any = None) -> None:
-    """Give `r` the cookies that `answered` set (and those of `jar`), as requests does between hops."""
+def _carry_cookies(
+    r: requests.PreparedRequest, answered: requests.Response, jar: Any = None, *, renew: bool = False
+) -> None:
+    """Give `r` the cookies that `answered` set (and those of `jar`), as requests does between hops.
+
+    `renew`: `r` goes elsewhere (a redirect), so its Cookie header is made anew from the jar, as requests
+    does; otherwise (the same request again) a Cookie header it has is kept: the rules may have set it.
+    """
     cookies = getattr(r, "_cookies", None)
     if cookies is None or answered.raw is None or answered.request is None:
         return
-    r.headers.pop("Cookie", None)
+    if renew:
+        r.headers.pop("Cookie", None)
     extract_cookies_to_jar(cookies, answered.request, answered.raw)  # type: ignore[no-untyped-call]
     if jar is not None:
         merge_cookies(cookies, jar)  # type: ignore[no-untyped-call]
@@ -473,9 +482,10 @@ class AccountSession(requests.Session):
         self.auth = auth
         self.trust_env = False
         self._proxies_by_origin: dict[str, dict[str, str]] = {}
-        self._ours: weakref.WeakKeyDictionary[requests.PreparedRequest, CustomTokenAuth] = (
-            weakref.WeakKeyDictionary()
-        )
+        # the requests this session prepared for its auth, and each one as prepared (without credentials)
+        self._ours: weakref.WeakKeyDictionary[
+            requests.PreparedRequest, tuple[CustomTokenAuth, ApiRequest]
+        ] = weakref.WeakKeyDictionary()
         account = auth.account
         options = requests_options(account)  # a missing certificate file: ConfigurationError, now
         self.verify = options["verify"]
@@ -499,7 +509,7 @@ class AccountSession(requests.Session):
         finally:
             request.auth = None
         if rules.concerns(auth.account, prepared.url or ""):
-            self._ours[prepared] = auth
+            self._ours[prepared] = (auth, as_api_request(prepared))
         return prepared
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
@@ -513,7 +523,11 @@ class AccountSession(requests.Session):
         if kwargs["timeout"] is None:
             kwargs["timeout"] = auth.account.api_timeout
         follow = kwargs.pop("allow_redirects", True)
-        hops = _Hops(self, request, kwargs)
+        for name in ("stream", "verify", "cert"):
+            kwargs.setdefault(name, getattr(self, name))
+        if "proxies" not in kwargs:
+            kwargs["proxies"] = self.merge_environment_settings(request.url, {}, None, None, None)["proxies"]
+        hops = _Hops(self, auth.account, request, kwargs)
         try:
             result = rules.drive(
                 auth.request_rules(base, follow_redirects=follow, max_redirects=self.max_redirects),
@@ -527,9 +541,9 @@ class AccountSession(requests.Session):
 
     def _claim(self, request: requests.PreparedRequest) -> tuple[CustomTokenAuth | None, ApiRequest]:
         """The auth whose rules `request` goes under (None: none), and the request without credentials."""
-        auth = self._ours.pop(request, None)
-        if auth is not None:
-            return auth, as_api_request(request)
+        ours = self._ours.get(request)
+        if ours is not None:  # sent again, it starts from what the caller prepared
+            return ours
         hook = RequestsHook.of(request)  # prepared with `auth=CustomTokenAuth(...)` of its own
         if hook is None:
             return None, ApiRequest("GET", "")
@@ -561,30 +575,46 @@ class _Hops:
     """The hops of one request an `AccountSession` sends: each built from the last, the last kept."""
 
     def __init__(
-        self, session: AccountSession, first: requests.PreparedRequest, kwargs: dict[str, Any]
+        self,
+        session: AccountSession,
+        account: ConnectedAccount,
+        first: requests.PreparedRequest,
+        kwargs: dict[str, Any],
     ) -> None:
         self.session = session
+        self.account = account
+        self.cookie_names = {name.lower() for name in account.added_names[0]}
         self.first: requests.PreparedRequest | None = first
         self.stream = bool(kwargs.get("stream"))
         self.kwargs = {**kwargs, "stream": True}  # a body is read once it is the answer, not before
         self.history: list[requests.Response] = []
+        self.sent: requests.PreparedRequest | None = None
         self.response: requests.Response | None = None
 
     def send(self, request: ApiRequest) -> Head:
         previous = self.response
-        if previous is None:
-            assert self.first is not None
+        if self.first is not None:  # the request as the caller prepared it carries the first hop
             prepared, self.first = self.first, None
-        else:
-            assert previous.request is not None
-            prepared = previous.request.copy()
+        else:  # the next hop, or the same one again after no answer: a copy of the last one sent
+            assert self.sent is not None
+            prepared = self.sent.copy()
+        elsewhere = prepared.url != request.url
         apply(prepared, request)
         if previous is not None:
-            _carry_cookies(prepared, previous, self.session.cookies)
+            injects_cookie = "cookie" in self.cookie_names and rules.concerns(self.account, request.url)
+            _carry_cookies(prepared, previous, self.session.cookies, renew=elsewhere and not injects_cookie)
             release(previous)  # before the next hop: its body is nobody's
             self.history.append(previous)
-        self.response = requests.Session.send(self.session, prepared, allow_redirects=False, **self.kwargs)
-        return head_of(self.response)
+            self.response = None
+        self.sent = prepared
+        # What `Session.send` does, less its redirect handling (the rules follow redirects here)
+        start = time.perf_counter()
+        response = self.session.get_adapter(url=request.url).send(prepared, **self.kwargs)
+        response.elapsed = timedelta(seconds=time.perf_counter() - start)
+        response = dispatch_hook("response", prepared.hooks, response, **self.kwargs)  # type: ignore[no-untyped-call]
+        extract_cookies_to_jar(self.session.cookies, prepared, response.raw)  # type: ignore[no-untyped-call]
+        self.response = response
+        return head_of(response)
 
     def finish(self, result: Result) -> requests.Response:
         response = self.response

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import tenacity
+
 from airflow_custom_token.errors import (
     TokenRequestError,
 )
@@ -50,7 +52,6 @@ class RetryPolicy:
 
     def tenacity_options(self) -> dict[str, Any]:
         """Keyword arguments for `tenacity.Retrying` / `AsyncRetrying`."""
-        import tenacity
 
         def should_retry(state: tenacity.RetryCallState) -> bool:
             outcome = state.outcome

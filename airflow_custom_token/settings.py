@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from airflow_custom_token.compat import config_get, get_fernet
 from airflow_custom_token.fields import CONFIG_SECTION, OPTIONS, REALMS, option_default
 from airflow_custom_token.retry import RetryPolicy
 
@@ -71,8 +72,6 @@ def load_settings() -> Settings:
     """
     if importlib.util.find_spec("airflow") is None:  # pragma: no cover - used without Airflow
         return Settings()
-    from airflow_custom_token.compat import config_get
-
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = config_get(SECTION, option.name, option.default)
@@ -87,8 +86,6 @@ def load_settings() -> Settings:
 
 def airflow_fernet() -> Any:
     """Airflow's Fernet (`[core] fernet_key`); the host cache encrypts with it."""
-    from airflow_custom_token.compat import get_fernet
-
     return get_fernet()
 
 

@@ -34,8 +34,6 @@ class HttpRequest:
     redact: tuple[str, ...] = field(default=(), repr=False, compare=False)  # secrets the URL may hold
 
     def __repr__(self) -> str:  # parameters, headers and bodies may hold secrets; the path may too
-        from airflow_custom_token.redaction import redact_string
-
         url = urlsplit(self.url)._replace(query="").geturl()
         return f"<HttpRequest {self.method} {redact_string(url, self.redact)}>"
 

@@ -29,6 +29,7 @@ from airflow_custom_token.fields import (
     STANDARD_FIELDS,
     option_default,
 )
+from airflow_custom_token.redaction import redact_string
 from airflow_custom_token.wire import HttpRequest
 
 
@@ -308,8 +309,6 @@ def build_account(
     token_request, found = build_token_request(checked, rendered, secrets, authorization)
     problems += found
     if problems:  # a problem quotes values that can hold no secret; a secret is masked anyway
-        from airflow_custom_token.redaction import redact_string
-
         raise ConfigurationError(merged.conn_id, [redact_string(p, secrets) for p in problems])
 
     assert rendered.base_url is not None and rendered.inject_name is not None
