@@ -339,7 +339,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ),
     ExtraField(
         "request_retries", "Request Retries",
-        "Retries of an idempotent API request (GET, HEAD, OPTIONS, PUT, DELETE; never POST or PATCH) "
+        "Retries of an idempotent API request (GET, HEAD, OPTIONS, PUT, DELETE, TRACE; never POST or PATCH) "
         "after a connection error, a timeout, a 429, 502, 503 or 504, with backoff; 0: none.",
         "int", default=0, minimum=0, maximum=10,
     ),
