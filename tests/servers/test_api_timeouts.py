@@ -38,7 +38,7 @@ def silent() -> Iterator[str]:
 @pytest.fixture
 def connect(demo: Any, silent: str, make_conn: Callable[..., str]) -> Callable[..., str]:
     def make(**overrides: Any) -> str:
-        extra = demo_extra(demo, allowed_hosts=[silent], **overrides)
+        extra = demo_extra(demo, **{"allowed_hosts": [silent], **overrides})
         return make_conn("silent", host=demo.url, login="dev", password="dev-secret", extra=extra)
 
     return make
@@ -81,3 +81,51 @@ def test_async_run_times_out_after_the_same_default(
     with pytest.raises(RequestError, match=r"GET http://127\.0\.0\.1:\d+/x timed out"):
         asyncio.run(hook.run(f"{silent}/x"))
     assert time.monotonic() - started < 10
+
+
+# -- the same bytes, sync and async (#19 item 13) ---------------------------------------------------------
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[str]]]:
+    """An API on 127.0.0.1 that answers 200 and records each request line's target as received."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("value", ["..;", "a%3Bb", "a%2Fb", "x;y"])
+def test_sync_and_async_send_the_same_path_for_a_placeholder(
+    connect: Callable[..., str], recorder: tuple[str, list[str]], value: str
+) -> None:
+    url, seen = recorder
+    conn_id = connect(allowed_hosts=[url])
+    endpoint = f"{url}/tenants/{{tenant}}/v1/admin"
+
+    CustomTokenHook(conn_id, {"tenant": value}).run(endpoint)
+    asyncio.run(CustomTokenAsyncHook(conn_id, {"tenant": value}).run(endpoint))
+
+    sync_path, async_path = (path.split("?", 1)[0] for path in seen)
+    assert sync_path == async_path
+    assert ".." not in sync_path.split("/") and "/v1/admin" in sync_path and "%" in sync_path
