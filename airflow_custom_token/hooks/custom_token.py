@@ -62,17 +62,6 @@ class _CustomTokenBaseHook(BaseHook):
     conn_type = CONN_TYPE
     hook_name = "Custom Token"
 
-    # -- the connection form of Airflow 3.0 and 3.1 (3.2+ reads `conn-fields` of the provider info) --
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """The extra fields of the form, generated from the field table (`fields.EXTRA_FIELDS`)."""
-        return compat.connection_form_widgets()
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Hidden, relabeled and placeholder texts of the standard fields, from the field table."""
-        return compat.ui_field_behaviour()
-
     def __init__(
         self,
         custom_token_conn_id: str = default_conn_name,
@@ -94,6 +83,18 @@ class CustomTokenHook(_CustomTokenBaseHook):
     :param custom_token_conn_id: conn id of a `custom_token` connection (a connected account).
     :param integration_parameters: values for `{placeholders}`, over the connection's own.
     """
+
+    # -- the connection form of Airflow 3.0 and 3.1 (3.2+ reads `conn-fields`) --
+    # Defined on this class itself: Airflow's providers manager looks in the class's own `__dict__`.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields of the form, generated from the field table (`fields.EXTRA_FIELDS`)."""
+        return compat.connection_form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabeled and placeholder texts of the standard fields, from the field table."""
+        return compat.ui_field_behaviour()
 
     def __init__(
         self,
