@@ -8,7 +8,8 @@
   others stay plain HTTP: https and http on one port.
 - `serve(handler, state)`: for a fixture, `yield from serve(_Handler, State())`: `state.url` is set and the
   server runs until the test ends.
-- `Handler`: the base of the handlers: HTTP/1.1, quiet, `read_body()`, `answer(...)` and `answer_json(...)`.
+- `Handler`: the base of the handlers: HTTP/1.1, quiet, `read_body()`, `answer(...)`, `answer_json(...)`
+  and `answer_long(...)` (a long body, written until the client hangs up).
 - `Record`: what a server saw, in order, added from the connections' threads and read as a copy.
 - `free_port()`: a port on 127.0.0.1 that nothing listens on.
 
@@ -24,6 +25,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, Self, TypeVar
@@ -148,6 +150,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer_json(self, status: int, payload: Any, *headers: tuple[str, str]) -> None:
         self.answer(status, json.dumps(payload).encode(), *headers)
+
+    def answer_long(self, status: int, size: int, *, chunk: int = 65536, pause: float = 0.0) -> int:
+        """An answer whose plain-text body of `size` bytes is written `chunk` bytes at a time (`pause`
+        seconds apart) until it is whole or the client hangs up; returns how many bytes were written."""
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        written, part = 0, b"x" * chunk
+        try:
+            while written < size:
+                self.wfile.write(part)
+                self.wfile.flush()
+                written += len(part)
+                if pause:
+                    time.sleep(pause)
+        except OSError:  # the client hung up: it read what it needed
+            self.close_connection = True
+        return written
 
 
 class Record(Generic[T]):

@@ -77,24 +77,12 @@ class _Handler(Handler):
     def _unauthorized(self, *, trickle: bool) -> None:
         """A 401 whose body is huge (or trickles); counts what it could write before the client left."""
         api: Api = self.server.state
-        size = TRICKLE if trickle else HUGE
-        self.send_response(401)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(size))
-        self.end_headers()
-        written, chunk = 0, b"x" if trickle else b"x" * 65536
-        try:
-            while written < size:
-                self.wfile.write(chunk)
-                self.wfile.flush()
-                written += len(chunk)
-                if trickle:
-                    time.sleep(0.1)
-        except OSError:  # the client closed the connection
-            self.close_connection = True
-        finally:
-            api.written.append(written)
-            api.done.set()
+        if trickle:
+            written = self.answer_long(401, TRICKLE, chunk=1, pause=0.1)
+        else:
+            written = self.answer_long(401, HUGE)
+        api.written.append(written)
+        api.done.set()
 
 
 @pytest.fixture

@@ -87,20 +87,8 @@ class _Handler(Handler):
     def _error(self) -> None:
         """A 500 whose body is far larger than what an error message quotes; counts what it could write."""
         api: LeakApi = self.server.state
-        self.send_response(500)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(ERROR_BODY))
-        self.end_headers()
-        written, chunk = 0, b"x" * 65536
-        try:
-            while written < ERROR_BODY:
-                self.wfile.write(chunk)
-                written += len(chunk)
-        except OSError:  # the client hung up: it read what it needed
-            self.close_connection = True
-        finally:
-            api.error_written.append(written)
-            api.error_done.set()
+        api.error_written.append(self.answer_long(500, ERROR_BODY))
+        api.error_done.set()
 
 
 @pytest.fixture
