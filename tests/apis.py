@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import secrets
-import socket
 import ssl
 import threading
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from cryptography import x509
@@ -32,7 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-HOST = "127.0.0.1"
+from tests.serving import HOST, Handler, Record, Serving, free_port
+
 CLIENT_ID, CLIENT_SECRET = "client", "client-secret"
 
 
@@ -161,28 +159,16 @@ class ApiState:
     def statuses(self) -> list[int]:
         return [s.status for s in self.seen]
 
+    def refuse(self, why: str) -> None:
+        """A TLS handshake the server refused."""
+        with self.lock:
+            self.refused.append(why)
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
 
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
-    def _answer(self, status: int, payload: Any, *headers: tuple[str, str]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(Handler):
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        state = self.server.state
+        body = self.read_body()
+        state: ApiState = self.server.state
         parts = urlsplit(self.path)
         peer = None
         if isinstance(self.connection, ssl.SSLSocket):
@@ -201,9 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     token = None
             if token is None:
-                self._answer(401, {"error": "invalid_client"})
+                self.answer_json(401, {"error": "invalid_client"})
             else:
-                self._answer(200, {"access_token": token, "expires_in": 3600})
+                self.answer_json(200, {"access_token": token, "expires_in": 3600})
             return
         with state.lock:
             fault = state.faults.pop(0) if state.faults else None
@@ -214,12 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not valid:
             seen.status = 401
-            self._answer(401, {"error": "invalid_token"})
+            self.answer_json(401, {"error": "invalid_token"})
         elif fault is not None:
             status, retry_after = fault if isinstance(fault, tuple) else (fault, None)
             seen.status = status
             extra = [("Retry-After", str(retry_after))] if retry_after is not None else []
-            self._answer(status, {"error": "try again"}, *extra)
+            self.answer_json(status, {"error": "try again"}, *extra)
         else:
             seen.status = 200
             echo = {
@@ -230,49 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": body.decode("utf-8", "replace"),
                 "peer": peer,
             }
-            self._answer(200, echo)
+            self.answer_json(200, echo)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: ApiState, context: ssl.SSLContext | None) -> None:
-        self.state = state
-        self.context = context
-        super().__init__((HOST, 0), _Handler)
-
-    def server_bind(self) -> None:
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = HOST, self.server_address[1]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """In the connection's thread: the TLS handshake, whose refusals are recorded."""
-        if self.context is not None:
-            request.settimeout(10)
-            try:
-                request = self.context.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                with self.state.lock:
-                    self.state.refused.append(str(exc))
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Client hang-ups are not errors here."""
-
-
-class Api:
+class Api(Serving):
     """The API on 127.0.0.1 (random port): plain HTTP, or TLS requiring a client certificate of `tls`."""
 
     def __init__(self, tls: Pki | None = None) -> None:
         self.state = ApiState()
-        self._server = _Server(self.state, tls.server_context() if tls is not None else None)
-        self.url = f"{'https' if tls else 'http'}://{HOST}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
+        context = tls.server_context() if tls is not None else None
+        super().__init__(_Handler, self.state, tls=context, refused=self.state.refuse)
 
     def extra(self, **overrides: Any) -> dict[str, Any]:
         """The connection's extra: client credentials posted to /token, a Bearer header."""
@@ -293,31 +248,14 @@ class Api:
         extra = self.extra(**overrides)
         return {"host": self.url, "login": CLIENT_ID, "password": CLIENT_SECRET, "extra": extra}
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
-        self._server.server_close()
-
 
 # -- a forward proxy ----------------------------------------------------------------------------------------
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _ProxyServer
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
+class _ProxyHandler(Handler):
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        with self.server.lock:
-            self.server.log.append((self.command, self.path))
+        body = self.read_body() or None
+        self.server.state.requests.add((self.command, self.path))
         hop = ("proxy-connection", "connection")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
         request = urllib.request.Request(self.path, data=body, headers=headers, method=self.command)
@@ -338,46 +276,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_GET
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-        super().__init__((HOST, 0), _ProxyHandler)
-
-    def server_bind(self) -> None:
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = HOST, self.server_address[1]
-
-
-class ForwardProxy:
+class ForwardProxy(Serving):
     """A plain HTTP forward proxy on 127.0.0.1; `log` holds (method, absolute URL) of each request."""
 
     def __init__(self) -> None:
-        self._server = _ProxyServer()
-        self.url = f"http://{HOST}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.daemon = True
+        self.requests: Record[tuple[str, str]] = Record()
+        super().__init__(_ProxyHandler, self)
 
     @property
     def log(self) -> list[tuple[str, str]]:
-        with self._server.lock:
-            return list(self._server.log)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
-        self._server.server_close()
+        return self.requests.seen()
 
 
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (for a proxy that must not be used)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_port()

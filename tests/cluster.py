@@ -16,24 +16,19 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from tests.serving import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_PASSWORD = "redis-pass-7f3a9c"
 SHARED_CONN_ID = "redis_shared"
 SHARED_ENV = "AIRFLOW__CUSTOM_TOKEN__SHARED_CACHE_CONN_ID"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -12,14 +12,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import socket
 import ssl
 import tempfile
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from cryptography import x509
@@ -27,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-HOST = "127.0.0.1"
+from tests.serving import HOST, Handler, Record, Serving
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -61,16 +58,10 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _DualServer
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
+class _Handler(Handler):
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self.read_body()
+        origin: RedirectServer = self.server.state
         tls = isinstance(self.connection, ssl.SSLSocket)
         parts = urlsplit(self.path)
         entry = {
@@ -82,59 +73,15 @@ class _Handler(BaseHTTPRequestHandler):
             "headers": dict(self.headers.items()),
             "body": body.decode("utf-8", "replace"),
         }
-        with self.server.lock:
-            self.server.log.append(entry)
-        target = self.server.redirect_to if tls else self.server.plain_redirect_to
+        origin.requests.add(entry)
+        target = origin.redirect_to if tls else origin.plain_redirect_to
         if target is not None:
-            location = target(self.server.server_port, self.path)
-            payload = json.dumps({"location": location}).encode()
-            self.send_response(302)
-            self.send_header("Location", location)
+            location = target(origin.port, self.path)
+            self.answer(302, json.dumps({"location": location}).encode(), ("Location", location))
         else:
-            payload = json.dumps({"ok": True}).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+            self.answer_json(200, {"ok": True})
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-
-class _DualServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self,
-        context: ssl.SSLContext,
-        redirect_to: Callable[[int, str], str],
-        plain_redirect_to: Callable[[int, str], str] | None,
-    ) -> None:
-        self.context = context
-        self.redirect_to = redirect_to
-        self.plain_redirect_to = plain_redirect_to
-        self.log: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        super().__init__((HOST, 0), _Handler)
-
-    def server_bind(self) -> None:
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = HOST, self.server_address[1]
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Runs in the connection's thread: sniff the first byte, wrap in TLS for a handshake."""
-        request.settimeout(10)
-        try:
-            first = request.recv(1, socket.MSG_PEEK)
-            if first == b"\x16":  # TLS record type "handshake"
-                request = self.context.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError):
-            return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Client hang-ups are not errors here."""
 
 
 Target = Callable[[int, str], str] | str
@@ -146,7 +93,7 @@ def _target(value: Target) -> Callable[[int, str], str]:
     return value
 
 
-class RedirectServer:
+class RedirectServer(Serving):
     """HTTPS (self-signed) that redirects, plus plain HTTP on the same port that records and answers 200.
 
     `redirect_to(port, path)` returns the Location for a request received over TLS; by default the same
@@ -160,17 +107,10 @@ class RedirectServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         downgrade: Target = lambda port, path: f"http://{HOST}:{port}{path}"  # noqa: E731
-        self._httpd = _DualServer(
-            context,
-            _target(downgrade if redirect_to is None else redirect_to),
-            None if plain_redirect_to is None else _target(plain_redirect_to),
-        )
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1})
-        self._thread.daemon = True
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_port
+        self.redirect_to = _target(downgrade if redirect_to is None else redirect_to)
+        self.plain_redirect_to = None if plain_redirect_to is None else _target(plain_redirect_to)
+        self.requests: Record[dict[str, Any]] = Record()
+        super().__init__(_Handler, self, tls=context, plain_too=True)
 
     @property
     def https_url(self) -> str:
@@ -182,19 +122,12 @@ class RedirectServer:
 
     @property
     def log(self) -> list[dict[str, Any]]:
-        with self._httpd.lock:
-            return list(self._httpd.log)
+        return self.requests.seen()
 
     def received(self, scheme: str) -> list[dict[str, Any]]:
         """The requests received over `scheme` ("https" or "http")."""
         return [entry for entry in self.log if entry["scheme"] == scheme]
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._thread.join()
-        self._httpd.server_close()
+        super().__exit__(*exc)
         self._dir.cleanup()

@@ -20,6 +20,7 @@ from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.settings import load_settings
 from tests.conftest import demo_extra
+from tests.serving import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,11 +184,8 @@ def test_a_refused_get_token_request_does_not_reveal_its_query(
     connect: Callable[..., CustomTokenHook], demo: Any
 ) -> None:
     """GET token requests carry the credentials in the query; the connection error quotes the URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
     hook = connect(
-        access_endpoint=f"http://127.0.0.1:{closed}/oauth2/v1/token",
+        access_endpoint=f"http://127.0.0.1:{free_port()}/oauth2/v1/token",
         access_verb="GET",
         access_parameters={"client_id": "{login}", "client_secret": "{password}", "sig": "{api_secret}"},
     )

@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +28,7 @@ from airflow_custom_token.aio import AsyncCustomTokenClient
 from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
+from tests.serving import Handler, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,91 +51,43 @@ class Api:
     ports: list[int] = field(default_factory=list)  # the client's port of each API request: its connection
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
-    def _answer(self, status: int, body: bytes = b"{}", *headers: tuple[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(Handler):
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        api = self.server.api
+        self.read_body()
+        api: Api = self.server.state
         token = f"tk+{secrets.token_hex(8)}/=="
         api.issued.append(token)
-        self._answer(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
+        self.answer(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
 
     def do_GET(self) -> None:
-        api = self.server.api
+        api: Api = self.server.state
         path = urlsplit(self.path).path
         token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         api.ports.append(self.client_address[1])
         if path == "/api/redirect":
-            self._answer(302, b"{}", ("Location", api.location))
+            self.answer(302, b"{}", ("Location", api.location))
         elif path in ("/api/huge-401", "/api/trickling-401") and token == api.issued[0]:
             self._unauthorized(trickle=path == "/api/trickling-401")
         elif path == "/api/small-401" and token == api.issued[0]:
-            self._answer(401, b'{"error": "invalid_token"}')
+            self.answer(401, b'{"error": "invalid_token"}')
         else:
             api.retried.append(token)
-            self._answer(200, b'{"ok": true}')
+            self.answer(200, b'{"ok": true}')
 
     def _unauthorized(self, *, trickle: bool) -> None:
         """A 401 whose body is huge (or trickles); counts what it could write before the client left."""
-        api = self.server.api
-        size = TRICKLE if trickle else HUGE
-        self.send_response(401)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(size))
-        self.end_headers()
-        written, chunk = 0, b"x" if trickle else b"x" * 65536
-        try:
-            while written < size:
-                self.wfile.write(chunk)
-                self.wfile.flush()
-                written += len(chunk)
-                if trickle:
-                    time.sleep(0.1)
-        except OSError:  # the client closed the connection
-            self.close_connection = True
-        finally:
-            api.written.append(written)
-            api.done.set()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):  # a client that hung up: what the tests expect
-            return
-        super().handle_error(request, client_address)
+        api: Api = self.server.state
+        if trickle:
+            written = self.answer_long(401, TRICKLE, chunk=1, pause=0.1)
+        else:
+            written = self.answer_long(401, HUGE)
+        api.written.append(written)
+        api.done.set()
 
 
 @pytest.fixture
 def api() -> Iterator[Api]:
-    state = Api()
-    server = _Server(state)
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    yield from serve(_Handler, Api())
 
 
 @pytest.fixture

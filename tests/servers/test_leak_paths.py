@@ -20,7 +20,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -32,6 +31,7 @@ from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.errors import RequestError, TokenRequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.settings import Settings
+from tests.serving import Handler, free_port, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,92 +62,44 @@ class LeakApi:
         return [*self.issued, *(f"Bearer {t}" for t in self.issued), CLIENT_SECRET]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
-    def _answer(self, status: int, body: bytes = b"{}", *headers: tuple[str, str]) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(Handler):
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        api = self.server.api
+        self.read_body()
+        api: LeakApi = self.server.state
         parts = urlsplit(self.path)
         if parts.path == "/token":
             token = f"tk+{secrets.token_hex(8)}/=="
             api.issued.append(token)
-            self._answer(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
+            self.answer(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
         elif parts.path == "/api/redirect":  # on the origin, repeating the query (the token with it)
-            self._answer(302, b"{}", ("Location", f"/api/slow?{parts.query}"))
+            self.answer(302, b"{}", ("Location", f"/api/slow?{parts.query}"))
         elif parts.path == "/api/slow":
             time.sleep(3)
             with contextlib.suppress(OSError):  # the client gave up waiting
-                self._answer(200)
+                self.answer(200)
         elif parts.path == "/api/error":
             self._error()
         else:
-            self._answer(200)
+            self.answer(200)
 
     do_POST = do_GET
 
     def _error(self) -> None:
         """A 500 whose body is far larger than what an error message quotes; counts what it could write."""
-        api = self.server.api
-        self.send_response(500)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(ERROR_BODY))
-        self.end_headers()
-        written, chunk = 0, b"x" * 65536
-        try:
-            while written < ERROR_BODY:
-                self.wfile.write(chunk)
-                written += len(chunk)
-        except OSError:  # the client hung up: it read what it needed
-            self.close_connection = True
-        finally:
-            api.error_written.append(written)
-            api.error_done.set()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, api: LeakApi) -> None:
-        self.api = api
-        super().__init__(("127.0.0.1", 0), _Handler)
+        api: LeakApi = self.server.state
+        api.error_written.append(self.answer_long(500, ERROR_BODY))
+        api.error_done.set()
 
 
 @pytest.fixture
 def api() -> Iterator[LeakApi]:
-    state = LeakApi()
-    server = _Server(state)
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    yield from serve(_Handler, LeakApi())
 
 
 @pytest.fixture
 def dead() -> str:
     """An origin on 127.0.0.1 where nothing listens: every connection is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 class AnswersOnce:

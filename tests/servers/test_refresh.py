@@ -9,12 +9,10 @@ of `hook.get_conn()`, `CustomTokenAuth` on a plain `requests.Session`, and the a
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +25,7 @@ from airflow_custom_token.errors import RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.settings import Settings
+from tests.serving import Handler, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,35 +67,17 @@ class StrictApi:
         return [t for s in self.seen if s.path.startswith("/api/") for t in s.tokens]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, *args: Any) -> None:
-        """Quiet."""
-
-    def _answer(self, status: int, payload: Any, *headers: tuple[str, str]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
+class _Handler(Handler):
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        state = self.server.state
+        self.read_body()
+        state: StrictApi = self.server.state
         parts = urlsplit(self.path)
         if parts.path == "/token":
             token = f"tok-{len(state.issued) + 1}-{secrets.token_hex(6)}"
             with state.lock:
                 state.issued.append(token)
                 state.valid.add(token)
-            self._answer(200, {"access_token": token, "expires_in": 3600})
+            self.answer_json(200, {"access_token": token, "expires_in": 3600})
             return
         query = parse_qsl(parts.query, keep_blank_values=True)
         tokens = [v for k, v in query if k == "tk"]
@@ -119,34 +100,18 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = (200, {"ok": True}) if valid else (401, {"error": "invalid_token"})
         state.seen.append(Seen(self.command, parts.path, query, tokens, status))
         if status == 302:
-            self._answer(302, payload, ("Location", f"/api/data?{parts.query}"))
+            self.answer_json(302, payload, ("Location", f"/api/data?{parts.query}"))
         elif fault == 429:
-            self._answer(status, payload, ("Retry-After", "0"))
+            self.answer_json(status, payload, ("Retry-After", "0"))
         else:
-            self._answer(status, payload)
+            self.answer_json(status, payload)
 
     do_POST = do_PUT = do_DELETE = do_GET
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: StrictApi) -> None:
-        self.state = state
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
 @pytest.fixture
 def api() -> Iterator[StrictApi]:
-    state = StrictApi()
-    server = _Server(state)
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    yield from serve(_Handler, StrictApi())
 
 
 Call = Callable[..., int]
