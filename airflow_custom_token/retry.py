@@ -18,15 +18,19 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or HTTP date)."""
+    """Seconds to wait from a Retry-After header (RFC 9110: delta seconds or an HTTP date).
+
+    Delta seconds are ASCII digits only (`str.isdigit()` also accepts `²` or `٣`, which `float` refuses);
+    anything that is neither counts as absent, so an odd header never ends a retry loop with an error.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 

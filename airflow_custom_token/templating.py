@@ -3,7 +3,9 @@
 A placeholder is `{name}` where name is letters, digits and underscores; every other brace is literal
 text, so JSON in a field is left alone. Where a value lands decides how it is treated:
 
-- in plain text (headers, parameters sent through an HTTP client, templates): as is;
+- in plain text (parameters sent through an HTTP client, templates): as is;
+- in a header (name or value): as is, but only Latin-1 text, which is what HTTP clients can send
+  (`http.client` encodes header text as Latin-1); another value is refused, naming the placeholder;
 - in the host part of a URL: it must be a host name (letters, digits, `-`, `.`), so a parameter
   cannot send requests to another site;
 - in the path, query or fragment of a URL: percent-encoded, so it cannot add segments or parameters;
@@ -41,14 +43,41 @@ def _lookup(name: str, values: Mapping[str, str], field: str) -> str:
     raise PlaceholderError(field, f"placeholder {{{name}}} has no value; parameters available: {known}")
 
 
-def render_text(text: str, values: Mapping[str, str], field: str) -> str:
-    """Replace placeholders in plain text. Text without placeholders comes back unchanged."""
+def render_text(text: str, values: Mapping[str, str], field: str, *, header: bool = False) -> str:
+    """Replace placeholders in plain text. Text without placeholders comes back unchanged.
+
+    `header`: the text travels in a header, so each value must be Latin-1 text (never quoted).
+    """
     if "{" not in text:
         return text
-    result = PLACEHOLDER.sub(lambda m: _lookup(m.group(1), values, field), text)
+
+    def value(match: re.Match[str]) -> str:
+        found = _lookup(match.group(1), values, field)
+        if header and not _is_latin1(found):
+            raise PlaceholderError(
+                field,
+                f"placeholder {{{match.group(1)}}} has a value with characters a header cannot carry "
+                "(only Latin-1 text travels in an HTTP header; the value is not quoted)",
+            )
+        return found
+
+    result = PLACEHOLDER.sub(value, text)
     if _CONTROL.search(result) and not _CONTROL.search(text):
         raise PlaceholderError(field, "a placeholder value contains a line break or NUL character")
     return result
+
+
+def render_header(text: str, values: Mapping[str, str], field: str) -> str:
+    """`render_text` for a header name or value."""
+    return render_text(text, values, field, header=True)
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _authority_end(template: str) -> int:
@@ -119,18 +148,28 @@ def _refuse_dot_segments(template: str, url: str, field: str) -> None:
             )
 
 
-def render_object(obj: Any, values: Mapping[str, str], field: str) -> Any:
-    """Resolve placeholders in every string (keys and values) of a JSON-like object."""
+def render_object(obj: Any, values: Mapping[str, str], field: str, *, header: bool = False) -> Any:
+    """Resolve placeholders in every string (keys and values) of a JSON-like object.
+
+    `header`: the object's strings travel as header names and values (see `render_text`).
+    """
     if isinstance(obj, str):
-        return render_text(obj, values, field)
+        return render_text(obj, values, field, header=header)
     if isinstance(obj, Mapping):
         return {
-            render_text(str(k), values, field): render_object(v, values, f"{field}.{k}")
+            render_text(str(k), values, field, header=header): render_object(
+                v, values, f"{field}.{k}", header=header
+            )
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
-        return [render_object(v, values, field) for v in obj]
+        return [render_object(v, values, field, header=header) for v in obj]
     return obj
+
+
+def render_headers(obj: Any, values: Mapping[str, str], field: str) -> Any:
+    """`render_object` for headers."""
+    return render_object(obj, values, field, header=True)
 
 
 def missing_placeholders(obj: Any, available: Mapping[str, Any] | frozenset[str]) -> list[str]:

@@ -156,7 +156,7 @@ def _walk(data: Any, path: str) -> tuple[bool, Any, str]:
     for part in path.split("."):
         if isinstance(current, Mapping) and part in current:
             current = current[part]
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif isinstance(current, list) and part.isascii() and part.isdigit() and int(part) < len(current):
             current = current[int(part)]
         else:
             return False, current, ".".join(walked)

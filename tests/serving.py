@@ -54,7 +54,7 @@ class Server(ThreadingHTTPServer):
 
     def __init__(
         self,
-        handler: type[BaseHTTPRequestHandler],
+        handler: type[socketserver.BaseRequestHandler],
         state: Any,
         tls: ssl.SSLContext | None,
         plain_too: bool,
@@ -94,7 +94,7 @@ class Serving:
 
     def __init__(
         self,
-        handler: type[BaseHTTPRequestHandler],
+        handler: type[socketserver.BaseRequestHandler],
         state: Any = None,
         *,
         tls: ssl.SSLContext | None = None,

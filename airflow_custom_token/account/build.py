@@ -127,22 +127,25 @@ def render_inputs(
     elif endpoint and "://" in endpoint:
         url_problem(problems, "access_endpoint", endpoint, HTTP_URL)
     access_params = render("access_parameters", templating.render_object, checked["access_parameters"] or {})
-    access_headers = render("access_headers", templating.render_object, checked["access_headers"] or {})
-    inject_name = render("inject_name", templating.render_text, checked["inject_name"] or "")
+    access_headers = render("access_headers", templating.render_headers, checked["access_headers"] or {})
+    in_header = checked["inject_as"] != "url"
+    inject_name = render("inject_name", templating.render_header, checked["inject_name"] or "")
     per_token_start = len(problems)
     pieces = _split_slots(checked["inject_template"] or "", ("token", *outputs))
-    segments = tuple(render("inject_template", templating.render_text, s) for s in pieces[0::2])
+    render_piece = templating.render_header if in_header else templating.render_text
+    segments = tuple(render("inject_template", render_piece, s) for s in pieces[0::2])
     request_parameters = checked["request_parameters"] or {}
     header_params, header_held = _hold_outputs(request_parameters.get("header") or {}, outputs)
     query_params, query_held = _hold_outputs(request_parameters.get("url") or {}, outputs)
-    req_headers = render("request_parameters", templating.render_object, header_params)
+    req_headers = render("request_parameters", templating.render_headers, header_params)
     req_query = render("request_parameters", templating.render_object, query_params)
     token_params: dict[str, list[tuple[str, PerToken]]] = {"header": [], "url": []}
     for kind, held in (("header", header_held), ("url", query_held)):
+        render_part = templating.render_header if kind == "header" else templating.render_text
         for key, text in held.items():
-            name = render("request_parameters", templating.render_text, str(key))
+            name = render("request_parameters", render_part, str(key))
             split = _split_slots(text, outputs)
-            parts = [render(f"request_parameters.{key}", templating.render_text, p) for p in split[0::2]]
+            parts = [render(f"request_parameters.{key}", render_part, p) for p in split[0::2]]
             if name is not None and None not in parts:
                 token_params[kind].append((name, PerToken(tuple(p or "" for p in parts), tuple(split[1::2]))))
     if outputs:  # a misspelt output is a placeholder with no value: say which outputs there are

@@ -187,7 +187,7 @@ class ConnectedAccount:
         """
         try:
             url = self.request_url(endpoint)
-            rendered_headers = templating.render_object(dict(headers or {}), self.values, "headers")
+            rendered_headers = templating.render_headers(dict(headers or {}), self.values, "headers")
             rendered_params = templating.render_object(dict(params or {}), self.values, "query_params")
         except PlaceholderError as exc:
             raise ConfigurationError(self.conn_id, [str(exc)]) from None

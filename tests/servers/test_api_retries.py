@@ -112,6 +112,20 @@ def test_retry_after_is_honoured_up_to_retry_after_max(
     assert api.state.statuses() == [429, 200, 429, 200]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("retry_after", ["²", "1.5e3", "soon", "Wed, 21 Oct 99999 07:28:00 GMT"])
+def test_a_retry_after_neither_digits_nor_a_date_counts_as_absent(
+    api: Api, conn: Callable[..., str], kind: str, retry_after: str
+) -> None:
+    """`²` is a digit to `str.isdigit()`, not to `float()`: 0.2 raised ValueError after one send."""
+    conn(request_retries=1)
+    api.state.faults += [(503, retry_after)]
+
+    assert call(api, kind, request_retries=1) == 200  # retried after the backoff, as with no Retry-After
+
+    assert api.state.statuses() == [503, 200]
+
+
 @pytest.mark.parametrize("kind", ["run", "async", "deferrable"])
 def test_without_request_retries_the_first_503_is_the_error(
     api: Api, conn: Callable[..., str], kind: str

@@ -419,3 +419,26 @@ def test_proxy_variables_are_honoured_per_origin(demo, make_conn, monkeypatch):
     with pytest.raises(RequestError, match=r"ProxyError|ConnectionError"):
         hook.run(f"http://localhost:{port}/api/v1/whoami")  # localhost is not: it goes to the proxy
     assert demo.stats()["api_requests"] == 1
+
+
+def test_a_header_value_a_header_cannot_carry_is_a_placeholder_error_before_anything_is_sent(demo, make_conn):
+    make_conn(
+        "acme",
+        host=demo.url,
+        login="dev",
+        password="dev-secret",
+        extra=demo_extra(demo, integration_parameters={"city": "東京", "town": "Zürich"}),
+    )
+    hook = CustomTokenHook("acme")
+
+    # Latin-1 text travels in a header; the path takes any text, percent-encoded
+    hook.run("/api/v1/whoami", headers={"X-Town": "{town}"})
+    assert demo.api_log[-1]["headers"]["X-Town"] == "Zürich"
+    with pytest.raises(ConfigurationError) as caught:
+        hook.run("/api/v1/whoami", headers={"X-City": "{city}"})
+
+    assert "headers.X-City: placeholder {city} has a value with characters a header cannot carry" in str(
+        caught.value
+    )
+    assert "東京" not in str(caught.value)
+    assert len(demo.api_log) == 1  # the second request was never sent

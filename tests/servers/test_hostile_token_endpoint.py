@@ -40,6 +40,7 @@ from airflow_custom_token.errors import (
 )
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.token import Token
+from tests.serving import Serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +81,7 @@ class Handler(socketserver.StreamRequestHandler):
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         self.rfile.read(int(headers.get("content-length") or 0))
-        hostile: HostileServer = self.server.hostile
+        hostile: HostileServer = self.server.state
         path = urlsplit(target).path
         hostile.seen.append((method, path))
         hostile.written.append(0)
@@ -99,7 +100,7 @@ class Handler(socketserver.StreamRequestHandler):
     def body(self, data: bytes) -> None:
         self.wfile.write(data)
         self.wfile.flush()
-        self.server.hostile.written[-1] += len(data)
+        self.server.state.written[-1] += len(data)
 
 
 def answer(
@@ -109,18 +110,30 @@ def answer(
     date: float | None = None,
     content_type: str = "application/json",
     encoding: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> Writer:
-    """A complete answer: `payload` (JSON unless bytes), optionally gzip-encoded, with a chosen Date."""
+    """A complete answer: `payload` (JSON unless bytes), optionally gzip-encoded, with a chosen Date
+    and more `headers`."""
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     if encoding == "gzip":
         data = gzip.compress(data)
 
     def write(handler: Handler) -> None:
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+        head = [("Content-Type", content_type), ("Content-Length", str(len(data))), *headers]
         if encoding:
-            headers.append(("Content-Encoding", encoding))
-        handler.head(status, headers, date)
+            head.append(("Content-Encoding", encoding))
+        handler.head(status, head, date)
         handler.body(data)
+
+    return write
+
+
+def in_turn(*writers: Writer) -> Writer:
+    """Each answer in turn, the last one from then on."""
+    queue = list(writers)
+
+    def write(handler: Handler) -> None:
+        (queue.pop(0) if len(queue) > 1 else queue[0])(handler)
 
     return write
 
@@ -132,7 +145,7 @@ def endless(status: int = 200, cap: int = 64 * MiB) -> Writer:
     def write(handler: Handler) -> None:
         handler.head(status, [("Content-Type", "application/json")])
         for _ in range(cap // len(block)):
-            if handler.server.hostile.stopping.is_set():
+            if handler.server.state.stopping.is_set():
                 return
             handler.body(block)
 
@@ -166,7 +179,7 @@ def trickle(every: float = 0.25, for_at_most: float = 10.0) -> Writer:
     def write(handler: Handler) -> None:
         handler.head(200, [("Content-Type", "application/json"), ("Content-Length", "100000")])
         ends = time.monotonic() + for_at_most
-        while time.monotonic() < ends and not handler.server.hostile.stopping.is_set():
+        while time.monotonic() < ends and not handler.server.state.stopping.is_set():
             handler.body(b" ")
             time.sleep(every)
 
@@ -178,17 +191,10 @@ def hostile() -> Iterator[HostileServer]:
     state = HostileServer()
     state.routes["/api/whoami"] = answer({"ok": True})
     state.routes["/api/v1"] = answer({"endpoint": "v1, not the tenant's"})
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.hostile = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    state.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with Serving(Handler, state) as serving:  # a socketserver handler: answers written by hand
+        state.url = serving.url
+        yield state
+        state.stopping.set()
 
 
 @pytest.fixture
@@ -657,3 +663,19 @@ def test_values_that_are_not_dot_segments_stay_one_segment(
 
     assert hook.run("/api/tenants/{tenant}/v1").json() == {"ok": True}
     assert ("GET", sent) in hostile.seen
+
+
+# -- issue 19, item 12: a Retry-After that is neither digits nor a date -----------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("retry_after", ["²", "soon"])
+def test_a_token_endpoints_odd_retry_after_counts_as_absent(
+    connect: Callable[..., CustomTokenHook], hostile: HostileServer, transport: str, retry_after: str
+) -> None:
+    busy = answer({"error": "busy"}, status=503, headers=(("Retry-After", retry_after),))
+    hook = connect(in_turn(busy, answer({"access_token": "tok-after-503", "expires_in": 3600})))
+
+    assert fetch(hook, transport) == "tok-after-503"  # retried after the backoff, not a ValueError
+
+    assert hostile.token_requests() == 2

@@ -349,6 +349,42 @@ def test_render_inputs_resolves_every_input():
     assert rendered.test_url == "/v1/t1/me"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"access_headers": {"X-Tenant": "{tenant}"}}, "access_headers.X-Tenant"),
+        ({"inject_name": "X-{tenant}"}, "inject_name"),
+        ({"inject_template": "Bearer {token} for {tenant}"}, "inject_template"),
+        ({"request_parameters": {"header": {"X-Tenant": "{tenant}"}}}, "request_parameters.X-Tenant"),
+    ],
+)
+def test_a_header_placeholder_whose_value_a_header_cannot_carry_names_the_placeholder(
+    overrides: dict[str, Any], field: str
+) -> None:
+    values = {"login": "dev", "password": "pw", "tenant": "東京-tenant"}
+    _, problems = render_inputs(merged(**overrides), checked(**overrides), values)
+
+    assert problems == [
+        f"{field}: placeholder {{tenant}} has a value with characters a header cannot carry (only Latin-1 "
+        "text travels in an HTTP header; the value is not quoted)"
+    ]
+    assert "東京" not in problems[0]
+
+
+def test_latin1_header_values_and_any_url_value_are_rendered() -> None:
+    values = {"login": "dev", "password": "pw", "tenant": "Zürich", "city": "東京"}
+    rendered = render(
+        values,
+        access_headers={"X-Tenant": "{tenant}"},
+        inject_as="url",
+        inject_name="token",
+        inject_template="{token}-{city}",
+    )
+
+    assert rendered.access_headers == {"X-Tenant": "Zürich"}
+    assert rendered.inject_segments == ("", "-東京")
+
+
 def test_render_inputs_keeps_an_absolute_token_endpoint():
     rendered = render({"login": "l", "password": "p"}, access_endpoint="https://auth.example.com/token")
 
