@@ -47,6 +47,7 @@ def build(
         integration_parameters,
         redirect_uris=settings.redirect_uris,
         api_timeout=settings.api_request_timeout,
+        max_lifetime=settings.max_token_lifetime,
     )
 
 

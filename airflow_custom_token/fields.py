@@ -302,7 +302,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ),
     ExtraField(
         "access_lifetime", "Default Lifetime (s)",
-        "Lifetime in seconds assumed when the token answer states none.",
+        "Lifetime in seconds assumed when the token answer states none; at most [custom_token] "
+        "max_token_lifetime.",
         "int", default=3600, minimum=1, unit=_SECONDS,
     ),
     ExtraField(

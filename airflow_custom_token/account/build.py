@@ -277,12 +277,24 @@ def build_token_request(
     return request, problems
 
 
+def check_lifetime(checked: Mapping[str, Any], max_lifetime: float) -> list[str]:
+    """`access_lifetime` within `[custom_token] max_token_lifetime`, which would cut it short anyway."""
+    lifetime = checked["access_lifetime"]
+    if isinstance(lifetime, int) and lifetime > max_lifetime:
+        return [
+            f"access_lifetime: expected at most [custom_token] max_token_lifetime ({max_lifetime:g} s), "
+            f"found {lifetime}"
+        ]
+    return []
+
+
 def build_account(
     chain: list[RawConnection],
     task_parameters: Mapping[str, Any] | None = None,
     *,
     redirect_uris: Mapping[str, str] = REDIRECT_URIS,
     api_timeout: float | None = None,
+    max_lifetime: float | None = None,
 ) -> ConnectedAccount:
     """Run every phase on the chain (account first); raise one `ConfigurationError` listing every
     problem, or return the connected account.
@@ -295,6 +307,9 @@ def build_account(
     problems += found
     problems += check_token_location(checked)
     problems += check_transport(checked)
+    problems += check_lifetime(
+        checked, option_default("max_token_lifetime") if max_lifetime is None else max_lifetime
+    )
     values, found = collect_values(merged, checked, task_parameters, redirect_uris)
     problems += found
     outputs, found = check_outputs(checked, values)

@@ -548,15 +548,21 @@ def test_a_lifetime_is_kept_between_one_second_and_max_token_lifetime(
     assert note in token.expiry_source
 
 
-def test_max_token_lifetime_is_configurable_and_caps_the_default_lifetime_too(
+def test_max_token_lifetime_is_configurable_and_bounds_the_default_lifetime_too(
     connect: Callable[..., CustomTokenHook], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW__CUSTOM_TOKEN__MAX_TOKEN_LIFETIME", "600")
-    hook = connect(answer({"access_token": "tok-default"}), access_lifetime=7200)
-
+    hook = connect(answer({"access_token": "tok-default"}), access_lifetime=600)
     hook.get_token()
-
     assert cached(hook).lifetime == pytest.approx(600)
+
+    # a default lifetime the cache would cut short is a configuration error (issue 19, item 14)
+    hook = connect(answer({"access_token": "tok-default"}), access_lifetime=7200)
+    with pytest.raises(ConfigurationError) as caught:
+        hook.get_token()
+    assert "access_lifetime: expected at most [custom_token] max_token_lifetime (600 s), found 7200" in str(
+        caught.value
+    )
 
 
 def _absolute(style: str, when: float) -> dict[str, Any]:

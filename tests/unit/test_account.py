@@ -532,6 +532,34 @@ def test_build_account_joins_the_phases():
     assert account.values["tenant"] == "t"
 
 
+@pytest.mark.parametrize(
+    ("lifetime", "max_lifetime", "problems"),
+    [
+        (86400, None, []),  # the default max_token_lifetime: a day
+        (
+            86401,
+            None,
+            ["access_lifetime: expected at most [custom_token] max_token_lifetime (86400 s), found 86401"],
+        ),
+        (
+            601,
+            600.0,
+            ["access_lifetime: expected at most [custom_token] max_token_lifetime (600 s), found 601"],
+        ),
+    ],
+)
+def test_access_lifetime_is_within_max_token_lifetime(
+    lifetime: int, max_lifetime: float | None, problems: list[str]
+) -> None:
+    chain = [conn(**EXTRA, access_lifetime=lifetime)]
+    if not problems:
+        assert build_account(chain, max_lifetime=max_lifetime).default_lifetime == lifetime
+        return
+    with pytest.raises(ConfigurationError) as caught:
+        build_account(chain, max_lifetime=max_lifetime)
+    assert caught.value.problems == problems
+
+
 def test_one_error_lists_the_problems_of_every_phase():
     chain = [
         conn(

@@ -20,7 +20,6 @@ from airflow_custom_token.fields import (
     REDIRECT_URIS,
     STANDARD_FIELDS,
     ExtraField,
-    Item,
     conn_field,
     extra_field,
     option,
@@ -180,12 +179,6 @@ def test_a_new_field_is_one_entry():
         "description": "Path of a PEM client certificate.",
         "schema": {"type": ["string", "null"], "format": "password"},
     }
-    statuses = ExtraField("retry_on", "Retry On", "Statuses.", "list", items=Item("int", "HTTP status codes"))
-    assert (
-        statuses.is_json
-        and not extra_field("allowed_hosts").is_json
-        and extra_field("access_headers").is_json
-    )
 
 
 def test_range_text_of_each_kind_of_range():
