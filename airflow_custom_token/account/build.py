@@ -108,6 +108,8 @@ def render_inputs(
 
     The placeholders of `outputs` (names of additional outputs) and `{token}` stay open in
     `inject_template` and in the values of `request_parameters`: they are filled per token (`PerToken`).
+
+    Over 60 lines: one step per input field, in the table's order, all reporting into one `problems`.
     """
     problems: list[str] = []
 
