@@ -120,11 +120,13 @@ def test_redis_holds_no_token_or_secret_and_every_key_expires(demo, acme, redis,
     assert ttl_ms <= 3600 * 1000  # no longer than the token lives
     assert value is not None
     version, key_id, blob = value.split(b":", 2)
-    assert version == b"1" and len(key_id) == 16
+    assert version == b"2" and len(key_id) == 16
     fernet = Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"].encode())
-    assert json.loads(fernet.decrypt(blob))["v"] == token  # encrypted with [core] fernet_key
+    payload = json.loads(fernet.decrypt(blob))
+    assert payload["v"] == token  # encrypted with [core] fernet_key
+    assert payload["k"].startswith("acme-") and payload["k"].encode() not in key  # its key, inside
     for _, (lease_value, lease_ms) in leases.items():
-        assert lease_ms <= (30 + 3) * 1000  # the token request's timeout plus a few seconds
+        assert lease_ms <= (30 + 3) * 1000  # held for the token request's timeout plus a few seconds
         assert lease_value is not None and len(lease_value) == 32
 
 
@@ -355,7 +357,7 @@ def test_a_waiter_reads_the_token_the_lease_holder_wrote(demo, acme, redis):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(fetch_calls) == 1 and results[0] == results[1]
+    assert len(fetch_calls) == 1 and results[0].value == results[1].value
     assert demo.stats()["token_requests"] == 1
 
 
@@ -391,18 +393,22 @@ def test_missing_connection_turns_the_shared_cache_off_with_one_warning(demo, ac
 
 
 def test_acl_user_with_the_documented_permissions(demo, acme, redis, monkeypatch):
-    """`login` is the ACL user; the README's minimal ACL (its keys, get/set/del/eval/select) is enough."""
+    """`login` is the ACL user; the README's minimal ACL (its keys; get, set, del, eval, select,
+    strlen, pttl, pexpire) is enough, and the lease's renewal (PEXPIRE) runs under it."""
     admin = redis.client()
     admin.execute_command(
         "ACL", "SETUSER", "airflow-tokens", "reset", "on", ">acl-user-pw-1", "~airflow-custom-token:*",
-        "+get", "+set", "+del", "+eval", "+select",
+        "+get", "+set", "+del", "+eval", "+select", "+strlen", "+pttl", "+pexpire",
     )  # fmt: skip
     connection = json.loads(redis.connection(password="acl-user-pw-1", db=3))
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}", json.dumps({**connection, "login": "airflow-tokens"})
     )
+    monkeypatch.setenv("AIRFLOW__CUSTOM_TOKEN__TOKEN_REQUEST_TIMEOUT", "3")  # lease renewed every 2 s
+    demo.set_token_delay(2.3)  # the holder renews its lease once while it waits
     hook = CustomTokenHook(acme)
     token = hook.get_token()
+    demo.set_token_delay(0)
     db3 = redis.client(db=3)
     assert [k for k in db3.scan_iter("*") if k.endswith(b":token")]
     PROCESS_CACHE.clear()
