@@ -348,3 +348,22 @@ def test_shared_cache_entry_with_an_expiry_that_is_not_finite_is_unreadable(exp)
     blob = fernet.encrypt(f'{{"v": "forever", "exp": {exp}, "at": {time.time()}, "k": "acme-k"}}'.encode())
     entry = Entry(b"2:0123456789abcdef:" + blob, 3_600_000)
     assert store.decode("acme-k", entry) is None
+
+
+def test_file_names_are_keyed_hashes_of_the_cache_key(demo, acme, isolated_cache, monkeypatch):
+    """Listing the directory gives nothing to check a guessed client secret against (issue #19 item 7):
+    a file is named by an HMAC of the cache key with a key derived from [core] fernet_key."""
+    hook = CustomTokenHook("acme")
+    hook.get_token()
+    digest = hook.account.cache_key.rsplit("-", 1)[1]
+    files = sorted(p.name for p in isolated_cache.iterdir())
+    assert f"{entry(hook)}.token" in files and f"{entry(hook)}.lock" in files
+    assert all(digest[:16] not in name and name.startswith("acme-") for name in files), files
+    assert all(hook.account.token_request.fingerprint()[:16] not in name for name in files), files
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    assert names.entry_name(hook.account.cache_key, names.naming_key()) != entry_from(files)
+
+
+def entry_from(files: list[str]) -> str:
+    [token_file] = [name for name in files if name.endswith(".token")]
+    return token_file.removesuffix(".token")
