@@ -1,5 +1,8 @@
 """The host cache: one Fernet-encrypted file per cache key, shared by every process on the machine.
 
+Files are named by a keyed hash of the cache key (`names`: an HMAC with a key derived from
+`[core] fernet_key`), so listing the directory reveals nothing that can be checked offline.
+
 Files are written atomically (a temporary file, then a rename) with mode 0600; a cross-process file
 lock per key (`fcntl.flock` on `<key>.lock`) makes processes that start together send one token
 request. Without a Fernet key the host cache stays off: tokens are never written in clear text.

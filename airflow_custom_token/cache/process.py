@@ -4,7 +4,10 @@
 wait on one fetch (single flight: a thread lock, or an asyncio lock per event loop). Below it, the
 host store's file lock makes the processes of a machine wait on one fetch, and the shared store's
 lease makes the machines of a cluster wait on one fetch. A token found in a lower layer fills the
-layers above it; a fetched token is written to every layer.
+layers above it; a fetched token is written to every layer. The host's file lock is never held while
+Redis is waited on: the host cache is read under it, released, Redis is looked up (and its lease
+waited on), then the lock is taken again to read once more and fetch; the token is written to Redis
+once the lock is released.
 
 The fetch itself is the caller's (sync or async); the cache only decides when to call it.
 """

@@ -667,13 +667,18 @@ def _within_deadline(client: Any, op: Op) -> Any:
 
     threading.Thread(target=run, name="custom-token-redis", daemon=True).start()
     if not done.wait(COMMAND_DEADLINE):
-        with contextlib.suppress(Exception):
-            client.connection_pool.disconnect()
+        # shut the pool's connections down (in a thread of its own: the caller never waits on it)
+        threading.Thread(target=_disconnect, args=(client,), name="custom-token-redis", daemon=True).start()
         raise DeadlineExceeded(_late(op))
     ok, value = outcome[0]
     if not ok:
         raise value
     return value
+
+
+def _disconnect(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.connection_pool.disconnect()
 
 
 def _entry(reply: Any) -> Entry:
