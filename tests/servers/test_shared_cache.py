@@ -22,6 +22,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_custom_token.cache import PROCESS_CACHE, shared
+from airflow_custom_token.cache.process import Lease
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.token import Token
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
@@ -716,3 +717,19 @@ def test_lease_outlasts_the_token_requests_retries(demo, acme, redis, cluster):
         assert demo.stats()["token_requests"] == 3  # two 503s and one success, all from the holder
     finally:
         cluster.prepare(workers, {f"AIRFLOW__CUSTOM_TOKEN__{name.upper()}": None for name in options})
+
+
+def test_lease_covers_every_attempt_and_the_longest_waits(demo, acme, monkeypatch):
+    """Held for the timeout plus 3 s and renewed three times as often; never longer than every attempt's
+    timeout plus the longest wait between attempts (a backoff or a Retry-After) plus 3 s."""
+    for name, value in {
+        "TOKEN_REQUEST_TIMEOUT": "2",
+        "TOKEN_REQUEST_RETRIES": "3",
+        "RETRY_WAIT_MAX": "4",
+        "RETRY_AFTER_MAX": "6",
+    }.items():
+        monkeypatch.setenv(f"AIRFLOW__CUSTOM_TOKEN__{name}", value)
+    lease = CustomTokenHook(acme).source.lease
+    assert lease == Lease(hold=2 + 3, longest=(3 + 1) * 2 + 3 * 6 + 3)
+    assert lease.renew_every == pytest.approx(5 / 3)
+    assert Lease.for_request(30) == Lease(33, 33)  # no retries: no renewal needed past the timeout
