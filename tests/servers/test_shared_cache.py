@@ -733,3 +733,40 @@ def test_lease_covers_every_attempt_and_the_longest_waits(demo, acme, monkeypatc
     assert lease == Lease(hold=2 + 3, longest=(3 + 1) * 2 + 3 * 6 + 3)
     assert lease.renew_every == pytest.approx(5 / 3)
     assert Lease.for_request(30) == Lease(33, 33)  # no retries: no renewal needed past the timeout
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_lease_holder_renews_its_lease_up_to_the_longest(demo, acme, redis, mode):
+    """A lease held for 1 s is still there 2.5 holds later while its holder works, and gone once the
+    longest a token request can take (here 3 s) is past, even if the holder never finishes."""
+    import asyncio
+
+    hook = CustomTokenHook(acme)
+    store = hook.source.shared()
+    assert store is not None
+    key, lease = hook.account.cache_key, Lease(hold=1.0, longest=3.0)
+    lease_name = store.name(key, "lease")
+    client = redis.client()
+
+    async def holding() -> tuple[bool, bool]:
+        claim = await store.abegin(key, 0, lease)
+        assert claim.outcome == shared.HOLD
+        await asyncio.sleep(2.5)
+        renewed = client.exists(lease_name) == 1
+        await asyncio.sleep(3.0)
+        expired = client.exists(lease_name) == 0
+        await store.afinish(claim, None)
+        return renewed, expired
+
+    if mode == "async":
+        renewed, expired = asyncio.run(holding())
+    else:
+        claim = store.begin(key, 0, lease)
+        assert claim.outcome == shared.HOLD
+        time.sleep(2.5)
+        renewed = client.exists(lease_name) == 1
+        time.sleep(3.0)
+        expired = client.exists(lease_name) == 0
+        store.finish(claim, None)
+    assert renewed and expired
+    assert demo.stats()["token_requests"] == 0
