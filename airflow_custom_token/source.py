@@ -21,7 +21,7 @@ from airflow_custom_token import redaction
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
-from airflow_custom_token.cache.process import LEASE_SLACK
+from airflow_custom_token.cache.process import Lease
 from airflow_custom_token.settings import FernetFactory, Settings, airflow_fernet
 from airflow_custom_token.token import Token, TokenLimits, read_token
 from airflow_custom_token.wire import HttpRequest, HttpResponse
@@ -58,8 +58,14 @@ class TokenSource:
         if request.timeout is None:
             request = dataclasses.replace(request, timeout=settings.token_request_timeout)
         self.request = request
-        # the shared cache's lease: how long other hosts wait for this host's token request at most
-        self.lease = float(request.timeout or settings.token_request_timeout) + LEASE_SLACK
+        # the shared cache's lease: held (and renewed) while this host's token request runs, as long as
+        # it can take under the retry policy at most; other hosts wait that long at most
+        retry = settings.retry
+        self.lease = Lease.for_request(
+            float(request.timeout or settings.token_request_timeout),
+            retry.retries,
+            max(retry.wait_max, retry.retry_after_max),
+        )
 
     def __repr__(self) -> str:
         return f"<TokenSource {self.account.describe()} key={self.key}>"
@@ -81,7 +87,16 @@ class TokenSource:
             return None
         from airflow_custom_token.cache.shared import shared_store
 
-        return shared_store(conn_id, self._fernet)
+        return self._bounded(shared_store(conn_id, self._fernet))
+
+    def _bounded(self, store: SharedStore | None) -> SharedStore | None:
+        """The store, reading within this process's bounds (entry size, lifetime)."""
+        if store is not None:
+            from airflow_custom_token.cache.shared import value_bound
+
+            store.max_value_bytes = value_bound(self.settings.max_token_response_bytes)
+            store.max_lifetime = self.settings.max_token_lifetime
+        return store
 
     async def ashared(self) -> SharedStore | None:
         conn_id = self.settings.shared_cache_conn_id.strip()
@@ -92,7 +107,7 @@ class TokenSource:
         if shared is None or getattr(getattr(shared, "__spec__", None), "_initializing", False):
             shared = await asyncio.to_thread(importlib.import_module, name)  # never on the event loop
         store: SharedStore | None = await shared.ashared_store(conn_id, self._fernet)
-        return store
+        return self._bounded(store)
 
     def secrets(self, token: Token) -> tuple[str, ...]:
         """Every string that must never be shown: the token, its additional outputs, their injected

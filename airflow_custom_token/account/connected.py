@@ -92,11 +92,20 @@ class ConnectedAccount:
 
     @property
     def cache_key(self) -> str:
-        """Integration key plus a digest of the fully resolved token request (and of the outputs read
-        with the token, when there are any: a token cached without them is not this account's)."""
-        digest = self.token_request.fingerprint()
-        if self.outputs:
-            digest = hashlib.sha256(json.dumps([digest, self.outputs]).encode()).hexdigest()
+        """Integration key plus a digest of everything that decides which token is read: the fully
+        resolved token request, the token location, the outputs read with it, the expiry location and
+        the default lifetime. Two accounts that differ in any of them never share a cache entry.
+
+        The digest covers the client's secret: it is never stored as is. The caches name their entries
+        by a keyed hash of it (`airflow_custom_token.cache.names`)."""
+        reading = [
+            self.token_request.fingerprint(),
+            self.response_path,
+            [list(output) for output in self.outputs],
+            self.expiry_path,
+            self.default_lifetime,
+        ]
+        digest = hashlib.sha256(json.dumps(["cache key 2", *reading]).encode()).hexdigest()
         return f"{self.integration_key}-{digest[:40]}"
 
     def has_outputs(self, outputs: Mapping[str, str]) -> bool:

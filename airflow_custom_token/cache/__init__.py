@@ -7,7 +7,9 @@
   a process without a shared cache never loads it.
 
 Each layer makes its callers wait on one fetch: a lock per key in the process, a file lock per key on
-the host, a lease per key in Redis.
+the host, a lease per key in Redis (the file lock is never held while Redis is waited on).
+
+- `names`: what the host and shared caches name an entry: a keyed hash of its cache key.
 """
 
 from typing import Any

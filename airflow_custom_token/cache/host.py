@@ -1,5 +1,8 @@
 """The host cache: one Fernet-encrypted file per cache key, shared by every process on the machine.
 
+Files are named by a keyed hash of the cache key (`names`: an HMAC with a key derived from
+`[core] fernet_key`), so listing the directory reveals nothing that can be checked offline.
+
 Files are written atomically (a temporary file, then a rename) with mode 0600; a cross-process file
 lock per key (`fcntl.flock` on `<key>.lock`) makes processes that start together send one token
 request. Without a Fernet key the host cache stays off: tokens are never written in clear text.
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from airflow_custom_token.cache import names
 from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import Token
 
@@ -101,9 +105,12 @@ class HostStore:
         *,
         max_lifetime: float | None = None,
         max_file_bytes: int = MAX_FILE_BYTES,
+        naming_key: bytes | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.cipher = cipher
+        # file names are keyed hashes of the cache keys (`names`): listing the directory reveals nothing
+        self.naming_key = names.naming_key() if naming_key is None else naming_key
         self.max_lifetime = max_lifetime  # None: [custom_token] max_token_lifetime's default
         self.max_file_bytes = max_file_bytes
         self._next_sweep = 0.0
@@ -112,6 +119,14 @@ class HostStore:
 
     def __repr__(self) -> str:
         return f"<HostStore {str(self.directory)!r}>"
+
+    def entry(self, key: str) -> str:
+        """The file name (without suffix) of a cache key's token and lock: a keyed hash (`names`)."""
+        return names.entry_name(key, self.naming_key)
+
+    def token_path(self, key: str) -> Path:
+        """Where the token of a cache key is stored."""
+        return self.directory / f"{self.entry(key)}.token"
 
     # -- the directory ----------------------------------------------------------------------------
     def open_directory(self) -> int:
@@ -206,7 +221,7 @@ class HostStore:
             return None
         lock_fd = -1
         try:
-            lock_fd = self._open_lock(dir_fd, f"{key}.lock")
+            lock_fd = self._open_lock(dir_fd, f"{self.entry(key)}.lock")
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
         except BaseException as exc:
             if lock_fd >= 0:
@@ -270,7 +285,7 @@ class HostStore:
         write), or the host cache is off for this call."""
         try:
             with self._directory(held) as dir_fd:
-                blob = self._read_file(dir_fd, f"{key}.token")
+                blob = self._read_file(dir_fd, f"{self.entry(key)}.token")
         except Off as problem:
             self._off(problem)
             return None
@@ -279,7 +294,7 @@ class HostStore:
             return None
         if blob is None:
             return None
-        name = f"{key}.token"
+        name = f"{self.entry(key)}.token"
         try:
             data = json.loads(self.cipher.decrypt(blob))
         except Exception:  # corrupt, truncated, other Fernet key
@@ -353,15 +368,15 @@ class HostStore:
         try:
             with self._directory(held) as dir_fd:
                 self._sweep(dir_fd)
-                self._write_file(dir_fd, key, blob)
+                self._write_file(dir_fd, self.entry(key), blob)
         except Off as problem:
             self._off(problem)
         except OSError as exc:  # a full or read-only disk must not fail the task
             self._off(Off.from_os("write a token file", exc))
 
     @staticmethod
-    def _write_file(dir_fd: int, key: str, blob: bytes) -> None:
-        temp = f".{key}.{secrets.token_hex(8)}.tmp"
+    def _write_file(dir_fd: int, entry: str, blob: bytes) -> None:
+        temp = f".{entry}.{secrets.token_hex(8)}.tmp"
         fd = os.open(temp, _OPEN_TEMP, 0o600, dir_fd=dir_fd)
         try:
             try:
@@ -371,7 +386,7 @@ class HostStore:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            os.replace(temp, f"{key}.token", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.replace(temp, f"{entry}.token", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=dir_fd)
@@ -403,7 +418,7 @@ class HostStore:
                 return
         try:
             with self._directory(held) as dir_fd, contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{key}.token", dir_fd=dir_fd)
+                os.unlink(f"{self.entry(key)}.token", dir_fd=dir_fd)
         except Off as problem:
             self._off(problem)
         except OSError as exc:

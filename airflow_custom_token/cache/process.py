@@ -4,7 +4,10 @@
 wait on one fetch (single flight: a thread lock, or an asyncio lock per event loop). Below it, the
 host store's file lock makes the processes of a machine wait on one fetch, and the shared store's
 lease makes the machines of a cluster wait on one fetch. A token found in a lower layer fills the
-layers above it; a fetched token is written to every layer.
+layers above it; a fetched token is written to every layer. The host's file lock is never held while
+Redis is waited on: the host cache is read under it, released, Redis is looked up (and its lease
+waited on), then the lock is taken again to read once more and fetch; the token is written to Redis
+once the lock is released.
 
 The fetch itself is the caller's (sync or async); the cache only decides when to call it.
 """
@@ -15,16 +18,44 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow_custom_token.cache.host import Held, HostStore
 from airflow_custom_token.token import Token
 
 if TYPE_CHECKING:
-    from airflow_custom_token.cache.shared import SharedStore
+    from airflow_custom_token.cache.shared import Claim, SharedStore
 
 LEASE_SLACK = 3.0  # the shared cache's lease: the token request's timeout plus this
-DEFAULT_LEASE = 30.0 + LEASE_SLACK  # with the default token request timeout
+
+
+@dataclass(frozen=True)
+class Lease:
+    """How long one host may hold the shared cache's lease on a key while it requests a token.
+
+    `hold`: what the lease is taken (and renewed) for, the token request's timeout plus `LEASE_SLACK`;
+    a holder that dies is replaced within this. `longest`: what the token request can take under its
+    retry policy (every attempt's timeout and the longest wait between them, plus `LEASE_SLACK`); the
+    holder never keeps the lease longer, and a waiter waits this long for one holder at most.
+    """
+
+    hold: float
+    longest: float
+
+    @classmethod
+    def for_request(cls, timeout: float, retries: int = 0, longest_wait: float = 0.0) -> Lease:
+        hold = timeout + LEASE_SLACK
+        longest = (retries + 1) * timeout + retries * longest_wait + LEASE_SLACK
+        return cls(hold, max(hold, longest))
+
+    @property
+    def renew_every(self) -> float:
+        """How often the holder renews: three times per `hold`, so one late renewal loses nothing."""
+        return self.hold / 3
+
+
+DEFAULT_LEASE = Lease.for_request(30.0)  # with the default token request timeout, without retries
 
 
 class TokenCache:
@@ -54,7 +85,7 @@ class TokenCache:
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
-        lease: float = DEFAULT_LEASE,
+        lease: Lease = DEFAULT_LEASE,
     ) -> Token:
         """A fresh token for `key`, fetched at most once across threads, processes (with a host store)
         and hosts (with a shared store)."""
@@ -66,20 +97,47 @@ class TokenCache:
             if token is not None:
                 return token
 
-            def below() -> Token:  # the shared store, else the token endpoint
-                return fetch() if shared is None else shared.get(key, fetch, margin, lease)
-
             if store is None:
-                token = below()
-            else:  # held is None: the host cache is off for this call (said once), the task goes on
-                with store.locked(key) as held:
-                    token = None if held is None else store.read(key, held)
-                    if token is None or not token.is_fresh(time.time(), margin):
-                        token = below()
-                        if held is not None:
-                            store.write(key, token, held)
+                token = fetch() if shared is None else shared.get(key, fetch, margin, lease)
+            else:
+                token = self._through_host(key, fetch, margin, store, shared, lease)
             self._tokens[key] = token
             return token
+
+    @staticmethod
+    def _through_host(
+        key: str,
+        fetch: Callable[[], Token],
+        margin: float,
+        store: HostStore,
+        shared: SharedStore | None,
+        lease: Lease,
+    ) -> Token:
+        """The host cache, else the shared cache, else one fetch: the host's file lock makes the host's
+        processes wait on one fetch, but it is never held while Redis is waited on."""
+        with store.locked(key) as held:  # held is None: the host cache is off for this call (said once)
+            token = None if held is None else store.read(key, held)
+            if token is not None and token.is_fresh(time.time(), margin):
+                return token
+        claim = None if shared is None else shared.begin(key, margin, lease)  # no file lock held
+        fetched: Token | None = None
+        try:
+            if claim is not None and claim.token is not None:  # from Redis: fills the host cache
+                token = claim.token
+                with store.locked(key) as held:
+                    if held is not None:
+                        store.write(key, token, held)
+                return token
+            with store.locked(key) as held:
+                token = None if held is None else store.read(key, held)  # another process's, meanwhile?
+                if token is None or not token.is_fresh(time.time(), margin):
+                    token = fetched = fetch()
+                    if held is not None:
+                        store.write(key, token, held)
+            return token
+        finally:
+            if claim is not None and shared is not None:  # written to Redis once the file lock is free
+                shared.finish(claim, fetched)
 
     async def aget(
         self,
@@ -88,7 +146,7 @@ class TokenCache:
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
-        lease: float = DEFAULT_LEASE,
+        lease: Lease = DEFAULT_LEASE,
     ) -> Token:
         """`get` for the event loop: the fetch and Redis are awaited; file locking runs in a worker thread."""
         token = self.peek(key, margin)
@@ -102,24 +160,48 @@ class TokenCache:
             if token is not None:
                 return token
 
-            async def below() -> Token:
-                return await (fetch() if shared is None else shared.aget(key, fetch, margin, lease))
-
             if store is None:
-                token = await below()
+                token = await (fetch() if shared is None else shared.aget(key, fetch, margin, lease))
             else:
-                held = await _acquire(store, key)
-                try:
-                    token = None if held is None else await asyncio.to_thread(store.read, key, held)
-                    if token is None or not token.is_fresh(time.time(), margin):
-                        token = await below()
-                        if held is not None:
-                            await asyncio.to_thread(store.write, key, token, held)
-                finally:
-                    if held is not None:
-                        store.release(held)
+                token = await self._athrough_host(key, fetch, margin, store, shared, lease)
             self._tokens[key] = token
             return token
+
+    @staticmethod
+    async def _athrough_host(
+        key: str,
+        fetch: Callable[[], Awaitable[Token]],
+        margin: float,
+        store: HostStore,
+        shared: SharedStore | None,
+        lease: Lease,
+    ) -> Token:
+        """`_through_host` for the event loop: file locking in a worker thread, Redis awaited (with no
+        file lock held)."""
+        token = await _alocked_read(store, key)
+        if token is not None and token.is_fresh(time.time(), margin):
+            return token
+        claim: Claim | None = None if shared is None else await shared.abegin(key, margin, lease)
+        fetched: Token | None = None
+        try:
+            if claim is not None and claim.token is not None:
+                token = claim.token
+                await _alocked_write(store, key, token)
+                return token
+            held = await _acquire(store, key)
+            try:
+                token = None if held is None else await asyncio.to_thread(store.read, key, held)
+                if token is None or not token.is_fresh(time.time(), margin):
+                    token = fetched = await fetch()
+                    if held is not None:
+                        await asyncio.to_thread(store.write, key, token, held)
+            finally:
+                if held is not None:
+                    store.release(held)
+            return token
+        finally:
+            if claim is not None and shared is not None:
+                await shared.afinish(claim, fetched)
 
     def forget(self, key: str, token: Token | None) -> None:
         """Drop `token` from this process (only if it is still the cached one), or any token when None."""
@@ -153,6 +235,25 @@ class TokenCache:
         """Forget every token in this process (tests, and `invalidate_token` of all)."""
         with self._guard:
             self._tokens.clear()
+
+
+async def _alocked_read(store: HostStore, key: str) -> Token | None:
+    held = await _acquire(store, key)
+    if held is None:
+        return None
+    try:
+        return await asyncio.to_thread(store.read, key, held)
+    finally:
+        store.release(held)
+
+
+async def _alocked_write(store: HostStore, key: str, token: Token) -> None:
+    held = await _acquire(store, key)
+    if held is not None:
+        try:
+            await asyncio.to_thread(store.write, key, token, held)
+        finally:
+            store.release(held)
 
 
 async def _acquire(store: HostStore, key: str) -> Held | None:

@@ -6,31 +6,43 @@ this layer, below them, is the one all hosts share. Turned on by naming an Airfl
 `ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`, `ssl_check_hostname`); needs the `redis` client
 (`pip install "airflow-custom-token[redis]"`).
 
-What Redis holds, per cache key (the integration key and a digest of the token request, never a secret):
+What Redis holds, per cache key (named `<integration key>-<keyed hash of the cache key>`, see `names`:
+listing the keys reveals nothing that can be checked offline):
 
-- `airflow-custom-token:<key>:token` = `1:<key id>:<Fernet token>`: the token and its expiry encrypted
-  with `[core] fernet_key`; the key id (a digest of the key, never the key) is checked before
-  decrypting, so a host with another key says so once and stops using the shared cache instead of
-  replacing the others' entries. TTL: the token's remaining life.
-- `airflow-custom-token:<key>:lease` = a random id, while one host requests a token. TTL: the lease
-  (the token request's timeout plus a few seconds).
+- `airflow-custom-token:<name>:token` = `2:<key id>:<Fernet token>`: the token, its lifetime and the
+  cache key it was written for, encrypted with `[core] fernet_key`. TTL: the token's remaining life.
+  The key id (a digest of the key, never the key) is checked before decrypting: an entry of another
+  Fernet key is left alone and not used (that entry only; said once per process). An entry that
+  records another cache key (copied from another account's name), an entry of another format (0.2
+  wrote `1:`), a corrupt one or one without a TTL is ignored and replaced.
+- `airflow-custom-token:<name>:lease` = a random id, while one host requests a token. TTL: `Lease.hold`
+  (the token request's timeout plus a few seconds), renewed by its holder while it works, up to
+  `Lease.longest` (what the token request can take under its retry policy).
+
+Nothing a reader of Redis finds can make it keep a token longer than Redis does: an entry's life is
+read as a duration (its PTTL, on Redis' clock), never as the writer's absolute time, and within
+`[custom_token] max_token_lifetime`. Values are size-checked in Redis before they are read
+(`READ_BOUNDED`: STRLEN, then GET and PTTL in one script), and read once.
 
 The protocol is written once, as generators of Redis operations (`_lookup`, `_save`, `_release`,
-`_discard`); `SharedStore` carries them with the sync client, or with `redis.asyncio` in the event loop:
+`_renew`, `_discard`); `SharedStore` carries them with the sync client, or with `redis.asyncio` in the
+event loop:
 
-- lookup: GET; a fresh token is a hit. Else take the lease (SET NX PX); the holder reads once more
-  and fetches. A caller that finds the lease taken polls (SET NX, GET the token, GET the lease) from
-  10 ms up to every 100 ms, giving each holder it sees one lease: if the holder died, its lease runs
-  out and one waiter takes over. After two leases at most, a waiter fetches on its own.
+- lookup: read; a fresh token is a hit. Else take the lease (SET NX PX); the holder reads once more
+  and fetches. A caller that finds the lease taken polls (SET NX, read the token, read the lease) from
+  10 ms up to every 100 ms, giving each holder it sees `Lease.longest`: a holder that died stops
+  renewing, its lease runs out within `Lease.hold`, and one waiter takes over. After two of those at
+  most, a waiter fetches on its own.
 - save: SET with PX = the token's remaining life; release: delete the lease only while it still
-  holds our id (compare-and-delete, a Lua script).
-- discard (a rejected token): GET, decrypt, and delete only while the entry still holds that token
+  holds our id (compare-and-delete, a Lua script); renew: PEXPIRE only while it holds our id.
+- discard (a rejected token): read, decrypt, and delete only while the entry still holds that token
   (compare-and-delete on the exact value read), so a host handed a revoked token refreshes once and
   every other host then reads the new one.
 
-Redis down, slow or refusing the password never fails a task: commands have short socket timeouts
-(`SOCKET_TIMEOUT`), no retries, and the first failure logs one warning per process; the shared cache
-is then skipped for `RETRY_AFTER` seconds and tried again, so it is used again when Redis comes back.
+Redis down, slow or refusing the password never fails a task: every command has an overall deadline
+(`COMMAND_DEADLINE`: connect, send and the whole reply), no retries, and the first failure logs one
+warning per process; the shared cache is then skipped for `RETRY_AFTER` seconds and tried again, so it
+is used again when Redis comes back.
 """
 
 from __future__ import annotations
@@ -53,18 +65,30 @@ from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_custom_token import redaction
+from airflow_custom_token.cache import names
+from airflow_custom_token.cache.process import Lease
+from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import Token
 
 log = logging.getLogger(__name__)
 
 PREFIX = "airflow-custom-token:"
-VERSION = b"1"
-SOCKET_TIMEOUT = 0.25  # seconds, per connect and per command: an unreachable Redis costs at most this
+VERSION = b"2"  # 0.2 wrote `1:` entries (no cache key inside): ignored and replaced
+COMMAND_DEADLINE = 0.5  # seconds per Redis command, all of it: connect, send, the whole reply
+SOCKET_TIMEOUT = 0.25  # seconds per connect and per read, within the deadline
 RETRY_AFTER = 10.0  # seconds the shared cache is skipped after Redis failed, before it is tried again
 FIRST_POLL = 0.01  # a waiter's first pause; it doubles up to MAX_POLL
 MAX_POLL = 0.1
 RESOLVE_AGAIN = 60.0  # seconds before a connection that could not be resolved is looked up again
+LEASE_VALUE_BYTES = 64  # a lease holds 32 hex digits: a longer value is not read
 INSTALL_HINT = 'pip install "airflow-custom-token[redis]"'
+
+
+def value_bound(max_token_response_bytes: int) -> int:
+    """The largest entry read from Redis: room for a token answer's token and outputs, JSON-escaped and
+    encrypted (base64), with its header. A larger value is ignored without being read."""
+    return 64 * 1024 + 16 * max_token_response_bytes + 64
+
 
 # Delete KEYS[1] only while it holds ARGV[1]: releases a lease, and discards a rejected token.
 DELETE_IF_EQUAL = """
@@ -74,11 +98,33 @@ end
 return 0
 """
 
+# Extend the lease KEYS[1] to ARGV[2] ms only while it holds ARGV[1] (its holder's renewal).
+RENEW_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# Read KEYS[1] if it is a string of at most ARGV[1] bytes: {} (none), {-1} (not a string),
+# {-2, size} (too large: not read), or {PTTL, value}.
+READ_BOUNDED = """
+local size = redis.pcall('STRLEN', KEYS[1])
+if type(size) == 'table' then
+    if size.err and string.find(size.err, 'WRONGTYPE', 1, true) then return {-1} end
+    return redis.error_reply(size.err or 'STRLEN failed')
+end
+if size == 0 then return {} end
+if size > tonumber(ARGV[1]) then return {-2, size} end
+return {redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
+"""
+
 R = TypeVar("R")
 
 
 class Op(NamedTuple):
-    """One Redis operation of a flow: get, set_nx, set, delete, delete_if, or sleep (`ms`)."""
+    """One Redis operation of a flow: read (at most `ms` bytes), set_nx, set, delete, delete_if, renew
+    (to `ms`), or sleep (`ms`)."""
 
     kind: str
     name: str = ""
@@ -86,12 +132,36 @@ class Op(NamedTuple):
     ms: int = 0
 
 
+class Entry(NamedTuple):
+    """What `read` found: the value (None: none, or not readable) and its TTL in ms, or why not."""
+
+    value: bytes | None
+    ttl_ms: int = 0
+    problem: str | None = None
+
+
 Flow = Generator[Op, Any, R]
-HIT, HOLD, ALONE = "hit", "hold", "alone"  # lookup outcomes: found it, hold the lease, fetch unguarded
+# lookup outcomes: found it, hold the lease, fetch unguarded; FOREIGN: fetch, and leave the entry alone
+HIT, HOLD, ALONE, FOREIGN = "hit", "hold", "alone", "foreign"
 
 
 class Unavailable(Exception):
     """Redis could not be used for this call (already logged); the caller goes on without it."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """A Redis command did not complete within `COMMAND_DEADLINE`."""
+
+
+@dataclass
+class Claim:
+    """A lookup's outcome: a token found (HIT), or what to do after fetching one (see `finish`)."""
+
+    key: str
+    outcome: str
+    token: Token | None = None
+    holder: bytes = b""
+    renewer: Any = None  # the holder's renewal (a thread, or an asyncio task)
 
 
 @dataclass(frozen=True)
@@ -174,156 +244,234 @@ def _truthy(value: Any) -> bool:
 
 def fernet_key_ids() -> tuple[str, ...]:
     """Ids of `[core] fernet_key`'s keys (primary first): a digest of each key, never the key."""
-    from airflow_custom_token.compat import config_get
-
-    keys = [k.strip() for k in (config_get("core", "fernet_key", "") or "").split(",") if k.strip()]
     return tuple(
-        hashlib.sha256(b"airflow-custom-token fernet key id\0" + k.encode()).hexdigest()[:16] for k in keys
+        hashlib.sha256(b"airflow-custom-token fernet key id\0" + k.encode()).hexdigest()[:16]
+        for k in names.fernet_keys()
     )
 
 
 class SharedStore:
     """Tokens in Redis for every host of a cluster; see the module's docstring for the protocol."""
 
-    def __init__(self, params: RedisParams, cipher: Any, key_ids: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        params: RedisParams,
+        cipher: Any,
+        key_ids: tuple[str, ...],
+        naming_key: bytes | None = None,
+    ) -> None:
         if not key_ids:
             raise ValueError("no Fernet key id")
         self.params = params
         self.cipher = cipher
         self.key_ids = key_ids
+        self.naming_key = names.naming_key() if naming_key is None else naming_key
+        # bounds on what is read, set from the settings of the sources that use the store
+        self.max_value_bytes = value_bound(int(option_default("max_token_response_bytes")))
+        self.max_lifetime = float(option_default("max_token_lifetime"))
         self._down_until = 0.0
         self._failing = False
-        self._foreign = False
+        self._foreign_said = False
         self._client: Any = None
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<SharedStore redis {self.params.where}>"
 
-    @staticmethod
-    def name(key: str, kind: str = "token") -> str:
-        return f"{PREFIX}{key}:{kind}"
+    def name(self, key: str, kind: str = "token") -> str:
+        """The Redis key of a cache key's token or lease: a keyed hash of the cache key (`names`)."""
+        return f"{PREFIX}{names.entry_name(key, self.naming_key)}:{kind}"
 
     @property
     def usable(self) -> bool:
-        return not self._foreign and time.monotonic() >= self._down_until
+        return time.monotonic() >= self._down_until
 
     # -- what is stored ---------------------------------------------------------------------------
-    def encode(self, token: Token) -> bytes:
-        blob: bytes = self.cipher.encrypt(json.dumps(token.to_json()).encode())
+    def encode(self, key: str, token: Token) -> bytes:
+        """The entry for `token` under cache key `key`: the key is recorded inside the encrypted part."""
+        payload = {**token.to_json(), "k": key}
+        blob: bytes = self.cipher.encrypt(json.dumps(payload).encode())
         return b":".join((VERSION, self.key_ids[0].encode(), blob))
 
-    def decode(self, name: str, value: bytes | None) -> Token | None:
-        """The token stored in `value` (fresh or not), or None when there is none or it is unreadable."""
-        if value is None:
-            return None
-        version, _, rest = value.partition(b":")
+    def decode(self, key: str, entry: Entry | None) -> Token | None:
+        """The token stored in `entry` for `key` (fresh or not), or None: none, unreadable, foreign."""
+        token, _ = self._decode(key, entry)
+        return token
+
+    def _decode(self, key: str, entry: Entry | None) -> tuple[Token | None, bool]:
+        """(token or None, whether the entry belongs to another Fernet key)."""
+        if entry is None or (entry.value is None and entry.problem is None):
+            return None, False
+        name = self.name(key)
+        if entry.problem is not None or entry.value is None:
+            log.warning("Custom token shared cache: %s is unreadable (%s); replacing it", name, entry.problem)
+            return None, False
+        version, _, rest = entry.value.partition(b":")
         key_id, _, blob = rest.partition(b":")
         if version != VERSION or not blob:
-            log.warning("Custom token shared cache: %s is unreadable (unknown format); replacing it", name)
-            return None
+            log.warning(
+                "Custom token shared cache: %s is unreadable (unknown format, or written by 0.2); "
+                "replacing it",
+                name,
+            )
+            return None, False
         if key_id.decode(errors="replace") not in self.key_ids:
             self._foreign_key(name)
-            return None
+            return None, True
         try:
-            # an expiry that is not a finite number is unreadable; a far one is kept to max lifetime
-            return Token.from_json(json.loads(self.cipher.decrypt(blob)), now=time.time())
+            data = json.loads(self.cipher.decrypt(blob))
         except Exception:  # corrupt or truncated: ignored and replaced
             log.warning("Custom token shared cache: %s is unreadable (corrupt); replacing it", name)
-            return None
+            return None, False
+        if not isinstance(data, dict) or data.get("k") != key:
+            log.warning(
+                "Custom token shared cache: %s does not record its own cache key (copied from another "
+                "key's entry); ignoring and replacing it",
+                name,
+            )
+            return None, False
+        if entry.ttl_ms <= 0:
+            log.warning("Custom token shared cache: %s has no TTL; ignoring and replacing it", name)
+            return None, False
+        try:
+            stored = Token.from_json(data)  # its times must be finite numbers
+        except Exception:
+            log.warning("Custom token shared cache: %s is unreadable (its times); replacing it", name)
+            return None, False
+        return self._as_local(stored, entry.ttl_ms), False
 
-    def _fresh(self, name: str, value: bytes | None, margin: float) -> Token | None:
-        token = self.decode(name, value)
-        return token if token is not None and token.is_fresh(time.time(), margin) else None
+    def _as_local(self, stored: Token, ttl_ms: int) -> Token:
+        """The stored token on this host's clock: its life is what Redis says is left of it (a duration,
+        whatever the writer's clock said), within `max_lifetime`."""
+        now = time.time()
+        lifetime = min(max(stored.lifetime, 0.0), self.max_lifetime)
+        remaining = min(ttl_ms / 1000, lifetime, self.max_lifetime)
+        expires_at = now + remaining
+        return Token(
+            stored.value, expires_at, expires_at - max(lifetime, remaining), stored.expiry_source,
+            stored.outputs,
+        )  # fmt: skip
+
+    def _fresh(self, key: str, entry: Entry | None, margin: float) -> tuple[Token | None, bool]:
+        token, foreign = self._decode(key, entry)
+        if token is not None and token.is_fresh(time.time(), margin):
+            return token, False
+        return None, foreign
 
     def _foreign_key(self, name: str) -> None:
-        if not self._foreign:
-            self._foreign = True
-            log.warning(
-                "Custom token shared cache is off in this process: %s in Redis %s was encrypted with "
-                "another Fernet key. Every host of the cluster must have the same [core] fernet_key "
-                "(Airflow requires it); until then this process uses its host and process caches only.",
-                name,
-                self.params.where,
-            )
+        message = (
+            "Custom token shared cache: %s in Redis %s was encrypted with another Fernet key; this "
+            "entry is not used (nor replaced) by this process, which fetches that account's tokens "
+            "itself. Every host of the cluster must have the same [core] fernet_key (Airflow requires it)"
+        )
+        if not self._foreign_said:
+            self._foreign_said = True
+            log.warning(message, name, self.params.where)
+        else:
+            log.debug(message, name, self.params.where)
 
     # -- the protocol, written once ---------------------------------------------------------------
-    def _lookup(self, key: str, margin: float, lease: float) -> Flow[tuple[str, Any]]:
-        """Find a fresh token, or take the lease to fetch one: (HIT, token), (HOLD, id) or (ALONE, None).
+    def _lookup(self, key: str, margin: float, lease: Lease) -> Flow[Claim]:
+        """Find a fresh token, or take the lease to fetch one.
 
-        A waiter gives each holder it sees one lease to write the token (a holder that dies lets its
-        lease run out, and a waiter takes over with a lease of its own), and waits two leases at most.
+        A waiter gives each holder it sees `lease.longest` to write the token (a holder that dies stops
+        renewing, its lease runs out within `lease.hold`, and a waiter takes over with a lease of its
+        own), and waits two of those at most.
         """
         name, lease_name = self.name(key), self.name(key, "lease")
-        token = self._fresh(name, (yield Op("get", name)), margin)
-        if token is not None or self._foreign:
-            return (HIT, token) if token is not None else (ALONE, None)
+        token, foreign = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
+        if token is not None or foreign:
+            return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
         mine = secrets.token_hex(16).encode()
-        lease_ms = max(1, round(lease * 1000))
+        hold_ms = max(1, round(min(lease.hold, lease.longest) * 1000))
         started = time.monotonic()
-        holder, deadline = None, started + lease
+        holder, deadline = None, started + lease.longest
         pause = FIRST_POLL
         while True:
-            if (yield Op("set_nx", lease_name, mine, lease_ms)):
-                token = self._fresh(name, (yield Op("get", name)), margin)  # written meanwhile?
-                if token is None and not self._foreign:
-                    return HOLD, mine
+            if (yield Op("set_nx", lease_name, mine, hold_ms)):
+                entry = yield Op("read", name, ms=self.max_value_bytes)  # written meanwhile?
+                token, foreign = self._fresh(key, entry, margin)
+                if token is None and not foreign:
+                    return Claim(key, HOLD, holder=mine)
                 yield Op("delete_if", lease_name, mine)
-                return (HIT, token) if token is not None else (ALONE, None)
-            token = self._fresh(name, (yield Op("get", name)), margin)
-            if token is not None or self._foreign:
-                return (HIT, token) if token is not None else (ALONE, None)
-            current = yield Op("get", lease_name)
+                return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
+            token, foreign = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
+            if token is not None or foreign:
+                return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
+            current = (yield Op("read", lease_name, ms=LEASE_VALUE_BYTES)).value
             now = time.monotonic()
             if current is not None and current != holder:  # a new holder: it gets a lease of its own
-                holder, deadline = current, min(now + lease, started + 2 * lease)
+                holder, deadline = current, min(now + lease.longest, started + 2 * lease.longest)
             if now >= deadline:
                 log.info("Custom token shared cache: waited %.1f s for %s; fetching", now - started, name)
-                return ALONE, None
+                return Claim(key, ALONE)
             yield Op("sleep", ms=round(pause * 1000))
             pause = min(pause * 2, MAX_POLL)
 
     def _save(self, key: str, token: Token) -> Flow[None]:
-        ttl_ms = int((token.expires_at - time.time()) * 1000)
-        if ttl_ms > 0 and not self._foreign:  # never longer than the token lives
-            yield Op("set", self.name(key), self.encode(token), ttl_ms)
+        ttl_ms = int(min(token.expires_at - time.time(), self.max_lifetime) * 1000)
+        if ttl_ms <= 0:  # never longer than the token lives
+            return
+        value = self.encode(key, token)
+        if len(value) > self.max_value_bytes:
+            log.debug("Custom token shared cache: a token of %d bytes is not stored (too large)", len(value))
+            return
+        yield Op("set", self.name(key), value, ttl_ms)
 
     def _release(self, key: str, holder: bytes) -> Flow[None]:
         yield Op("delete_if", self.name(key, "lease"), holder)
 
+    def _renew(self, key: str, holder: bytes, ms: int) -> Flow[None]:
+        yield Op("renew", self.name(key, "lease"), holder, ms)
+
     def _discard(self, key: str, token: Token | None) -> Flow[None]:
         name = self.name(key)
-        if token is None:
+        entry = yield Op("read", name, ms=self.max_value_bytes)
+        if entry.value is None and entry.problem is None:
+            return
+        stored, foreign = self._decode(key, entry)
+        if foreign:  # another Fernet key's: left alone
+            return
+        if token is None or entry.value is None:  # whatever it holds; or too large, or not a string
             yield Op("delete", name)
-            return
-        value = yield Op("get", name)
-        if value is None:
-            return
-        stored = self.decode(name, value)
-        if self._foreign:
-            return
-        if stored is None or stored.value == token.value:  # unreadable, or still the rejected token
-            yield Op("delete_if", name, value)
+        elif stored is None or stored.value == token.value:  # unreadable, or still the rejected token
+            yield Op("delete_if", name, entry.value)
 
     # -- the sync client --------------------------------------------------------------------------
-    def get(self, key: str, fetch: Callable[[], Token], margin: float, lease: float) -> Token:
-        """A fresh token from Redis, or `fetch()` under the lease (and written back)."""
+    def begin(self, key: str, margin: float, lease: Lease) -> Claim:
+        """Look the key up: a HIT carries the token; else fetch, then `finish` (with the token, or None
+        when the fetch failed). The holder of the lease renews it meanwhile (in a thread)."""
         if not self.usable:
-            return fetch()
+            return Claim(key, ALONE)
         try:
-            outcome, found = self._run(self._lookup(key, margin, lease))
+            claim = self._run(self._lookup(key, margin, lease))
         except Unavailable:
-            return fetch()
-        if outcome == HIT:
-            token: Token = found
-            return token
+            return Claim(key, ALONE)
+        if claim.outcome == HOLD:
+            claim.renewer = _Renewer(self, claim, lease)
+            claim.renewer.start()
+        return claim
+
+    def finish(self, claim: Claim, token: Token | None) -> None:
+        """After a fetch: store the token (unless the entry is another Fernet key's), release the lease."""
+        if claim.renewer is not None:
+            claim.renewer.stop()
+        if token is not None and claim.outcome in (HOLD, ALONE) and self.usable:
+            self._quietly(self._save(claim.key, token))
+        if claim.outcome == HOLD:
+            self._quietly(self._release(claim.key, claim.holder))
+
+    def get(self, key: str, fetch: Callable[[], Token], margin: float, lease: Lease) -> Token:
+        """A fresh token from Redis, or `fetch()` under the lease (and written back)."""
+        claim = self.begin(key, margin, lease)
+        if claim.outcome == HIT and claim.token is not None:
+            return claim.token
+        token: Token | None = None
         try:
             token = fetch()
-            self._quietly(self._save(key, token))
             return token
         finally:
-            if outcome == HOLD:
-                self._quietly(self._release(key, found))
+            self.finish(claim, token)
 
     def discard(self, key: str, token: Token | None) -> None:
         """Drop `token` from Redis if the entry still holds it (None: whatever it holds)."""
@@ -350,7 +498,7 @@ class SharedStore:
             client = self.client()
             op = next(flow)
             while True:
-                op = flow.send(_execute(client, op))
+                op = flow.send(_within_deadline(client, op))
         except StopIteration as stop:
             self._ok()
             result: R = stop.value
@@ -361,26 +509,51 @@ class SharedStore:
             raise Unavailable from None
 
     # -- the async client (the triggerer) ---------------------------------------------------------
+    async def abegin(self, key: str, margin: float, lease: Lease) -> Claim:
+        """`begin` for the event loop, through `redis.asyncio`; the holder renews in a task."""
+        if not self.usable:
+            return Claim(key, ALONE)
+        try:
+            claim = await self._arun(self._lookup(key, margin, lease))
+        except Unavailable:
+            return Claim(key, ALONE)
+        if claim.outcome == HOLD:
+            claim.renewer = asyncio.ensure_future(self._arenew(claim, lease))
+        return claim
+
+    async def afinish(self, claim: Claim, token: Token | None) -> None:
+        if claim.renewer is not None:
+            claim.renewer.cancel()
+            with contextlib.suppress(BaseException):
+                await claim.renewer
+        if token is not None and claim.outcome in (HOLD, ALONE) and self.usable:
+            await self._aquietly(self._save(claim.key, token))
+        if claim.outcome == HOLD:
+            await self._aquietly(self._release(claim.key, claim.holder))
+
     async def aget(
-        self, key: str, fetch: Callable[[], Awaitable[Token]], margin: float, lease: float
+        self, key: str, fetch: Callable[[], Awaitable[Token]], margin: float, lease: Lease
     ) -> Token:
         """`get` for the event loop, through `redis.asyncio`."""
-        if not self.usable:
-            return await fetch()
-        try:
-            outcome, found = await self._arun(self._lookup(key, margin, lease))
-        except Unavailable:
-            return await fetch()
-        if outcome == HIT:
-            token: Token = found
-            return token
+        claim = await self.abegin(key, margin, lease)
+        if claim.outcome == HIT and claim.token is not None:
+            return claim.token
+        token: Token | None = None
         try:
             token = await fetch()
-            await self._aquietly(self._save(key, token))
             return token
         finally:
-            if outcome == HOLD:
-                await self._aquietly(self._release(key, found))
+            await self.afinish(claim, token)
+
+    async def _arenew(self, claim: Claim, lease: Lease) -> None:
+        """Keep the lease while the holder works, up to `lease.longest` after it was taken."""
+        until = time.monotonic() + lease.longest
+        while True:
+            await asyncio.sleep(lease.renew_every)
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            await self._aquietly(self._renew(claim.key, claim.holder, round(min(lease.hold, left) * 1000)))
 
     async def adiscard(self, key: str, token: Token | None) -> None:
         if self.usable:
@@ -401,11 +574,19 @@ class SharedStore:
             client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
             op = next(flow)
             while True:
-                op = flow.send(await _aexecute(client, op))
+                if op.kind == "sleep":
+                    await asyncio.sleep(op.ms / 1000)
+                    result = None
+                else:  # connect (on the first command), send and the whole reply, within the deadline
+                    try:
+                        result = await asyncio.wait_for(_aexecute(client, op), COMMAND_DEADLINE)
+                    except TimeoutError:
+                        raise DeadlineExceeded(_late(op)) from None
+                op = flow.send(result)
         except StopIteration as stop:
             self._ok()
-            result: R = stop.value
-            return result
+            result = stop.value
+            return result  # type: ignore[no-any-return]
         except Exception as exc:
             flow.close()
             self._failed(exc)
@@ -437,9 +618,83 @@ class SharedStore:
             log.info("Custom token shared cache: Redis %s is reachable again", self.params.where)
 
 
+class _Renewer:
+    """The sync holder's renewal: a daemon thread that extends the lease every `lease.renew_every`
+    seconds while the token is fetched, up to `lease.longest` after it was taken."""
+
+    def __init__(self, store: SharedStore, claim: Claim, lease: Lease) -> None:
+        self.store, self.claim, self.lease = store, claim, lease
+        self._stop = threading.Event()
+        self._until = time.monotonic() + lease.longest
+        self._thread = threading.Thread(target=self._run, name="custom-token-lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease.renew_every):
+            left = self._until - time.monotonic()
+            if left <= 0:
+                return
+            ms = round(min(self.lease.hold, left) * 1000)
+            self.store._quietly(self.store._renew(self.claim.key, self.claim.holder, ms))
+
+
+def _late(op: Op) -> str:
+    return f"Redis did not complete {op.kind.upper()} within {COMMAND_DEADLINE:g} s"
+
+
+def _within_deadline(client: Any, op: Op) -> Any:
+    """`_execute` bounded by `COMMAND_DEADLINE` as a whole (redis-py's socket timeout bounds each
+    read, not the command): the command runs in a daemon thread; past the deadline its connections
+    are shut down, which ends the thread's read, and `DeadlineExceeded` is raised."""
+    if op.kind == "sleep":
+        time.sleep(op.ms / 1000)
+        return None
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, _execute(client, op)))
+        except BaseException as exc:  # handed to the caller
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="custom-token-redis", daemon=True).start()
+    if not done.wait(COMMAND_DEADLINE):
+        # shut the pool's connections down (in a thread of its own: the caller never waits on it)
+        threading.Thread(target=_disconnect, args=(client,), name="custom-token-redis", daemon=True).start()
+        raise DeadlineExceeded(_late(op))
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _disconnect(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.connection_pool.disconnect()
+
+
+def _entry(reply: Any) -> Entry:
+    """`READ_BOUNDED`'s reply as an `Entry`."""
+    if not reply:
+        return Entry(None)
+    if reply[0] == -1:
+        return Entry(None, problem="not a string value")
+    if reply[0] == -2:
+        return Entry(None, problem=f"a value of {reply[1]} bytes, larger than allowed; not read")
+    return Entry(bytes(reply[1]), int(reply[0]))
+
+
 def _execute(client: Any, op: Op) -> Any:
-    if op.kind == "get":
-        return client.get(op.name)
+    if op.kind == "read":
+        return _entry(client.eval(READ_BOUNDED, 1, op.name, op.ms))
     if op.kind == "set_nx":
         return bool(client.set(op.name, op.value, px=op.ms, nx=True))
     if op.kind == "set":
@@ -448,15 +703,14 @@ def _execute(client: Any, op: Op) -> Any:
         return client.delete(op.name)
     if op.kind == "delete_if":
         return client.eval(DELETE_IF_EQUAL, 1, op.name, op.value)
-    if op.kind == "sleep":
-        time.sleep(op.ms / 1000)
-        return None
+    if op.kind == "renew":
+        return client.eval(RENEW_IF_EQUAL, 1, op.name, op.value, op.ms)
     raise ValueError(f"unknown operation {op.kind!r}")
 
 
 async def _aexecute(client: Any, op: Op) -> Any:
-    if op.kind == "get":
-        return await client.get(op.name)
+    if op.kind == "read":
+        return _entry(await client.eval(READ_BOUNDED, 1, op.name, op.ms))
     if op.kind == "set_nx":
         return bool(await client.set(op.name, op.value, px=op.ms, nx=True))
     if op.kind == "set":
@@ -465,9 +719,8 @@ async def _aexecute(client: Any, op: Op) -> Any:
         return await client.delete(op.name)
     if op.kind == "delete_if":
         return await client.eval(DELETE_IF_EQUAL, 1, op.name, op.value)
-    if op.kind == "sleep":
-        await asyncio.sleep(op.ms / 1000)
-        return None
+    if op.kind == "renew":
+        return await client.eval(RENEW_IF_EQUAL, 1, op.name, op.value, op.ms)
     raise ValueError(f"unknown operation {op.kind!r}")
 
 

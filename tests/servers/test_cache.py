@@ -128,17 +128,60 @@ def test_jwt_exp_claim_is_read(demo, make_conn):
     assert token.expiry_source == "JWT exp claim"
 
 
-def test_one_second_token_with_zero_margin_is_refreshed_after_expiry(demo, acme, monkeypatch):
+class _StoppedClock:
+    """The provider's clock (`time.time` of the caches and the token source), stopped: a test moves it
+    forward instead of sleeping, so a loaded machine cannot make it flake. Everything else is `time`'s."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _StoppedClock:
+    from airflow_custom_token import source
+    from airflow_custom_token.cache import host, process
+
+    stopped = _StoppedClock()
+    for module in (process, host, source):
+        monkeypatch.setattr(module, "time", stopped)
+    return stopped
+
+
+@pytest.fixture
+def short_tokens(demo, make_conn):
+    """`acme`, whose tokens the provider reads as `lifetime` seconds long (the demo keeps accepting them:
+    what is tested is when the provider refreshes, not the server's clock)."""
+
+    def define(lifetime: int) -> str:
+        demo.set_expiry_style("none")
+        extra = demo_extra(demo, access_lifetime=lifetime)
+        return make_conn("acme", host=demo.url, login="dev", password="dev-secret", extra=extra)
+
+    return define
+
+
+def test_one_second_token_with_zero_margin_is_refreshed_after_expiry(demo, short_tokens, clock, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CUSTOM_TOKEN__REFRESH_MARGIN", "0")
-    demo.set_lifetime(1)
-    hook = CustomTokenHook("acme")
+    hook = CustomTokenHook(short_tokens(1))
     first = hook.get_token()
-    assert hook.get_token() == first
-    time.sleep(1.1)
+    clock.advance(0.9)
+    assert hook.get_token() == first  # still valid
+    clock.advance(0.2)  # past its expiry
     assert hook.run("/api/v1/whoami").status_code == 200
-    assert hook.get_token() != first
+    second = hook.get_token()
+    assert second != first
+    assert demo.api_log[-1]["headers"]["Authorization"] == f"Bearer {second}"  # never the expired one
     assert demo.stats()["token_requests"] == 2
-    assert demo.stats()["rejected"] == 0  # no request ever left with the expired token
+    assert demo.stats()["rejected"] == 0
 
 
 def test_default_margin_refreshes_a_30_second_token_15_seconds_early(demo, acme):
@@ -152,12 +195,16 @@ def test_default_margin_refreshes_a_30_second_token_15_seconds_early(demo, acme)
     assert PROCESS_CACHE.peek(hook.account.cache_key, 60, now=token.obtained_at + 15.1) is None
 
 
-def test_short_token_is_refreshed_early_for_real(demo, acme):
-    demo.set_lifetime(2)  # default margin 60 s, capped at half the lifetime: refreshed after 1 s
-    hook = CustomTokenHook("acme")
+def test_short_token_is_refreshed_early(demo, short_tokens, clock):
+    hook = CustomTokenHook(short_tokens(2))  # default margin 60 s, capped at half the lifetime: 1 s
     hook.run("/api/v1/whoami")
-    time.sleep(1.1)
+    first = hook.get_token()
+    clock.advance(0.9)
     hook.run("/api/v1/whoami")
+    assert hook.get_token() == first and demo.stats()["token_requests"] == 1
+    clock.advance(0.2)  # past half its lifetime, before its expiry
+    hook.run("/api/v1/whoami")
+    assert hook.get_token() != first
     assert demo.stats()["token_requests"] == 2
     assert demo.stats()["rejected"] == 0
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host
-from airflow_custom_token.cache.shared import RedisParams, SharedStore
+from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host, names
+from airflow_custom_token.cache.shared import Entry, RedisParams, SharedStore
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.token import Token
@@ -36,6 +36,11 @@ from tests.conftest import demo_extra
 
 LOGGER = "airflow_custom_token.cache"
 OFF = "Custom token host cache is off for this call"
+
+
+def entry(hook: CustomTokenHook) -> str:
+    """The host cache's file name (without suffix) of a hook's cache key: a keyed hash of it."""
+    return names.entry_name(hook.account.cache_key, names.naming_key())
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +179,7 @@ def test_a_caller_cancelled_while_waiting_for_the_lock_does_not_leave_it_held(tm
     runner.start()
     runner.join(10)
     if runner.is_alive():  # the lock leaked: let the waiting worker thread go, or the process never exits
-        lock = str(tmp_path / "cache" / "acme-key.lock")
+        lock = str(tmp_path / "cache" / f"{store.entry('acme-key')}.lock")
         for fd in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
                 if os.readlink(f"/proc/self/fd/{fd}") == lock:
@@ -224,8 +229,8 @@ def test_file_copied_to_another_accounts_name_is_ignored_and_replaced(demo, make
     a, b = CustomTokenHook("a"), CustomTokenHook("b")
     token_a = a.get_token()
     b.get_token()
-    file_a = isolated_cache / f"{a.account.cache_key}.token"
-    file_b = isolated_cache / f"{b.account.cache_key}.token"
+    file_a = isolated_cache / f"{entry(a)}.token"
+    file_b = isolated_cache / f"{entry(b)}.token"
     shutil.copy(file_a, file_b)  # whoever could write the directory
     PROCESS_CACHE.clear()  # another process of the host
 
@@ -241,7 +246,7 @@ def test_file_copied_to_another_accounts_name_is_ignored_and_replaced(demo, make
 def test_fifo_planted_as_the_token_file_does_not_block(demo, acme, isolated_cache):
     hook = CustomTokenHook("acme")
     isolated_cache.mkdir(mode=0o700)
-    fifo = isolated_cache / f"{hook.account.cache_key}.token"
+    fifo = isolated_cache / f"{entry(hook)}.token"
     os.mkfifo(fifo)
     got: list[str] = []
     worker = threading.Thread(target=lambda: got.append(hook.get_token()), daemon=True)
@@ -259,7 +264,7 @@ def test_fifo_planted_as_the_token_file_does_not_block(demo, acme, isolated_cach
 def test_symlink_to_dev_zero_is_not_followed(demo, acme, isolated_cache):
     hook = CustomTokenHook("acme")
     isolated_cache.mkdir(mode=0o700)
-    link = isolated_cache / f"{hook.account.cache_key}.token"
+    link = isolated_cache / f"{entry(hook)}.token"
     link.symlink_to("/dev/zero")
     # A memory ceiling while the call runs, so that reading without limit fails this test, not the machine.
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -281,7 +286,7 @@ def test_lock_symlink_does_not_create_its_target(demo, acme, isolated_cache, tmp
     isolated_cache.mkdir(mode=0o700)
     (tmp_path / "victim").mkdir()
     target = tmp_path / "victim" / "created-through-the-link"
-    lock = isolated_cache / f"{hook.account.cache_key}.lock"
+    lock = isolated_cache / f"{entry(hook)}.lock"
     lock.symlink_to(target)
     assert hook.run("/api/v1/whoami").status_code == 200
     assert not target.exists()
@@ -293,7 +298,7 @@ def test_lock_symlink_does_not_create_its_target(demo, acme, isolated_cache, tmp
 def test_stale_temporary_files_are_removed(demo, acme, isolated_cache):
     hook = CustomTokenHook("acme")
     isolated_cache.mkdir(mode=0o700)
-    key = hook.account.cache_key
+    key = entry(hook)
     stale, recent = isolated_cache / f".{key}.k1ll3d.tmp", isolated_cache / f".{key}.wr1t1ng.tmp"
     for path in (stale, recent):
         path.write_bytes(b"half a token file")
@@ -316,7 +321,8 @@ def _plant(path: Path, payload: str) -> None:
 def test_cached_expiry_that_is_not_a_finite_number_is_replaced(demo, acme, isolated_cache, exp):
     hook = CustomTokenHook("acme")
     key, now = hook.account.cache_key, time.time()
-    _plant(isolated_cache / f"{key}.token", f'{{"v": "forever", "exp": {exp}, "at": {now}, "k": "{key}"}}')
+    path = isolated_cache / f"{entry(hook)}.token"
+    _plant(path, f'{{"v": "forever", "exp": {exp}, "at": {now}, "k": "{key}"}}')
     assert hook.get_token() != "forever"
     assert demo.stats()["token_requests"] == 1
     stored = HostStore(isolated_cache, Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"].encode())).read(key)
@@ -326,7 +332,8 @@ def test_cached_expiry_that_is_not_a_finite_number_is_replaced(demo, acme, isola
 def test_cached_expiry_far_away_is_kept_to_the_max_lifetime(demo, acme, isolated_cache):
     hook = CustomTokenHook("acme")
     key, now = hook.account.cache_key, time.time()
-    _plant(isolated_cache / f"{key}.token", f'{{"v": "far", "exp": 1e300, "at": {now + 1e9}, "k": "{key}"}}')
+    path = isolated_cache / f"{entry(hook)}.token"
+    _plant(path, f'{{"v": "far", "exp": 1e300, "at": {now + 1e9}, "k": "{key}"}}')
     assert hook.source.store is not None
     stored = hook.source.store.read(key)
     assert stored is not None and stored.value == "far"
@@ -338,5 +345,25 @@ def test_cached_expiry_far_away_is_kept_to_the_max_lifetime(demo, acme, isolated
 def test_shared_cache_entry_with_an_expiry_that_is_not_finite_is_unreadable(exp):
     fernet = Fernet(Fernet.generate_key())
     store = SharedStore(RedisParams("redis_default", "127.0.0.1", 6379), fernet, ("0123456789abcdef",))
-    blob = fernet.encrypt(f'{{"v": "forever", "exp": {exp}, "at": {time.time()}}}'.encode())
-    assert store.decode("airflow-custom-token:k:token", b"1:0123456789abcdef:" + blob) is None
+    blob = fernet.encrypt(f'{{"v": "forever", "exp": {exp}, "at": {time.time()}, "k": "acme-k"}}'.encode())
+    entry = Entry(b"2:0123456789abcdef:" + blob, 3_600_000)
+    assert store.decode("acme-k", entry) is None
+
+
+def test_file_names_are_keyed_hashes_of_the_cache_key(demo, acme, isolated_cache, monkeypatch):
+    """Listing the directory gives nothing to check a guessed client secret against (issue #19 item 7):
+    a file is named by an HMAC of the cache key with a key derived from [core] fernet_key."""
+    hook = CustomTokenHook("acme")
+    hook.get_token()
+    digest = hook.account.cache_key.rsplit("-", 1)[1]
+    files = sorted(p.name for p in isolated_cache.iterdir())
+    assert f"{entry(hook)}.token" in files and f"{entry(hook)}.lock" in files
+    assert all(digest[:16] not in name and name.startswith("acme-") for name in files), files
+    assert all(hook.account.token_request.fingerprint()[:16] not in name for name in files), files
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    assert names.entry_name(hook.account.cache_key, names.naming_key()) != entry_from(files)
+
+
+def entry_from(files: list[str]) -> str:
+    [token_file] = [name for name in files if name.endswith(".token")]
+    return token_file.removesuffix(".token")

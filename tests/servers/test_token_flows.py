@@ -34,6 +34,7 @@ from airflow_custom_token.operators.http import CustomTokenHttpOperator
 from airflow_custom_token.token import Token
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
 from tests.conftest import demo_extra
+from tests.serving import Handler, Serving
 from tests.triggering import run_trigger
 
 NOTES = f"{SESSION_API}v1/notes"
@@ -392,10 +393,13 @@ def test_a_cached_token_without_the_outputs_is_replaced(demo: DemoServer, notes:
     hook = CustomTokenHook(notes)
     store = hook.source.store
     assert store is not None
-    old = {"v": "tok_written_by_an_older_version", "exp": time.time() + 3600, "at": time.time()}
-    (store.directory / f"{hook.account.cache_key}.token").write_bytes(
-        store.cipher.encrypt(json.dumps(old).encode())
-    )
+    old = {
+        "v": "tok_written_by_an_older_version",
+        "exp": time.time() + 3600,
+        "at": time.time(),
+        "k": hook.account.cache_key,
+    }
+    store.token_path(hook.account.cache_key).write_bytes(store.cipher.encrypt(json.dumps(old).encode()))
 
     assert hook.run(NOTES).status_code == 200
 
@@ -406,7 +410,7 @@ def test_a_cached_token_without_the_outputs_is_replaced(demo: DemoServer, notes:
 
 
 def test_the_cache_key_depends_on_the_outputs(demo: DemoServer, make_conn: Callable[..., str]) -> None:
-    """The same token request read another way is another cache entry; without outputs, the key is 0.1's."""
+    """The same token request read another way is another cache entry."""
     for conn_id, name in (("one", "csrf"), ("two", "xsrf"), ("none", None)):
         extra = session_extra(
             access_outputs={name: "header:X-CSRF-Token"} if name else None,
@@ -417,8 +421,70 @@ def test_the_cache_key_depends_on_the_outputs(demo: DemoServer, make_conn: Calla
     accounts = [CustomTokenHook(c).account for c in ("one", "two", "none")]
 
     assert len({account.cache_key for account in accounts}) == 3
-    plain = accounts[2]
-    assert plain.cache_key == f"notes-{plain.token_request.fingerprint()[:40]}"
+
+
+class _TwoTokens(Handler):
+    """A token endpoint that answers an access token and an id token at once, counting its requests."""
+
+    def do_POST(self) -> None:
+        self.read_body()
+        self.server.state.append(1)
+        number = len(self.server.state)
+        self.answer_json(
+            200,
+            {
+                "access_token": f"tok_access_{number:08d}",
+                "id_token": f"tok_id_{number:08d}",
+                "expires_in": 3600,
+            },
+        )
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"access_response_path": "id_token"},  # the token location
+        {"access_expiry_path": "no.such.expiry", "access_lifetime": 120},  # the expiry location, lifetime
+        {"access_lifetime": 120},  # the lifetime alone
+        {"access_outputs": {"id": "id_token"}},  # the outputs
+    ],
+    ids=["token location", "expiry location", "lifetime", "outputs"],
+)
+def test_connections_that_read_the_answer_differently_do_not_share_a_cache_entry(
+    make_conn: Callable[..., str], differs: dict[str, Any]
+) -> None:
+    """Same token request, read another way: another cache entry (0.2 handed the first one's token)."""
+    requests_seen: list[int] = []
+    with Serving(_TwoTokens, requests_seen) as server:
+        base = {
+            "integration_key": "twotokens",
+            "access_endpoint": f"{server.url}/token",
+            "access_verb": "POST",
+            "access_parameters": {"client_id": "{login}", "client_secret": "{password}"},
+            "access_response_path": "access_token",
+            "access_expiry_path": "expires_in",
+            "inject_as": "header",
+            "inject_name": "Authorization",
+            "inject_template": "Bearer {token}",
+        }
+        make_conn("first", host=server.url, login="client-one", password="cli-secret-9", extra=base)
+        make_conn(
+            "second", host=server.url, login="client-one", password="cli-secret-9", extra={**base, **differs}
+        )
+        first, second = CustomTokenHook("first"), CustomTokenHook("second")
+
+        assert first.account.cache_key != second.account.cache_key
+        assert first.get_token() == "tok_access_00000001"
+        token = second.get_token()
+        assert len(requests_seen) == 2  # the second connection requested its own
+        expected = "tok_id_00000002" if "access_response_path" in differs else "tok_access_00000002"
+        assert token == expected
+        PROCESS_CACHE.clear()  # another process of the host: each reads its own entry
+        assert (CustomTokenHook("first").get_token(), CustomTokenHook("second").get_token()) == (
+            "tok_access_00000001",
+            expected,
+        )
+        assert len(requests_seen) == 2
 
 
 # -- the shared cache (Redis) ---------------------------------------------------------------------------
@@ -455,15 +521,18 @@ def test_outputs_travel_through_the_shared_cache_encrypted(
 
 
 def test_a_shared_entry_without_the_outputs_is_replaced(demo: DemoServer, notes: str, redis: Any) -> None:
+    from airflow_custom_token.cache.shared import Entry
+
     hook = CustomTokenHook(notes)
     shared = hook.source.shared()
     assert shared is not None
     old = Token("tok_written_by_an_older_version", time.time() + 3600, time.time())
-    redis.client().set(shared.name(hook.account.cache_key), shared.encode(old), px=3_600_000)
+    key = hook.account.cache_key
+    redis.client().set(shared.name(key), shared.encode(key, old), px=3_600_000)
 
     assert hook.run(NOTES).status_code == 200
 
     [pair] = issued(demo)
     assert demo.stats()["token_requests"] == 1 and pairs(demo) == [pair]
-    stored = shared.decode("entry", redis.client().get(shared.name(hook.account.cache_key)))
+    stored = shared.decode(key, Entry(redis.client().get(shared.name(key)), 3_600_000))
     assert stored is not None and stored.outputs == {"csrf": pair[1]}

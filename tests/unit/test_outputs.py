@@ -222,9 +222,9 @@ def test_expiry_header_needs_a_name() -> None:
     ]
 
 
-def test_the_cache_key_changes_with_the_outputs_only_when_there_are_some() -> None:
+def test_the_cache_key_changes_with_the_outputs() -> None:
     plain = account()
-    assert plain.cache_key == f"unit-{plain.token_request.fingerprint()[:40]}"
+    assert plain.cache_key.startswith("unit-")
     assert account(access_outputs={"csrf": "data.c"}).cache_key != plain.cache_key
     assert (
         account(access_outputs={"csrf": "data.c"}).cache_key
