@@ -481,6 +481,7 @@ class Option:
     description: str
     minimum: float = 0.0  # of a number
     version_added: str = "0.1.0"
+    maximum: float | None = None  # of a number
 
     def parse(self, raw: str) -> Any:
         """The typed value of ``raw``; ``ValueError`` naming the option when it is not one."""
@@ -494,10 +495,9 @@ class Option:
             raise ValueError(f"[{CONFIG_SECTION}] {self.name}: expected a number, found {raw!r}") from None
         if not math.isfinite(value):  # "inf", "nan", "1e400": no bound holds them
             raise ValueError(f"[{CONFIG_SECTION}] {self.name}: expected a finite number, found {raw!r}")
-        if value < self.minimum:
-            raise ValueError(
-                f"[{CONFIG_SECTION}] {self.name}: expected a number >= {self.minimum}, found {raw!r}"
-            )
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            bounds = f">= {self.minimum}" + ("" if self.maximum is None else f" and <= {self.maximum:g}")
+            raise ValueError(f"[{CONFIG_SECTION}] {self.name}: expected a number {bounds}, found {raw!r}")
         return int(value) if self.type == "integer" else value
 
     @property
@@ -540,28 +540,31 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "token_request_retries", "integer", "3", "5",
-        "Retries of a token request after a connection error, a timeout, a 429 or a 5xx answer.",
+        "Retries of a token request after a connection error, a timeout, a 429 or a 5xx answer (at most 10).",
+        maximum=10,
     ),
     Option(
         "retry_wait_max", "float", "30", "10",
         "Cap in seconds of one exponential backoff wait between token request retries (and API request "
-        "retries: a connection's Request Retries).",
+        "retries: a connection's Request Retries); at most 3600.",
+        maximum=3600,
     ),
     Option(
         "retry_after_max", "float", "60", "120",
         "Cap in seconds on an honoured Retry-After header of a token answer (or of an API answer that "
-        "Request Retries retries).",
+        "Request Retries retries); at most 3600.",
+        maximum=3600,
     ),
     Option(
         "token_request_timeout", "float", "30", "10",
-        "Timeout in seconds of a token request when the connection sets none.",
-        minimum=0.001,
+        "Timeout in seconds of a token request when the connection sets none (at most 3600).",
+        minimum=0.001, maximum=3600,
     ),
     Option(
         "api_request_timeout", "float", "60", "120",
         "Timeout in seconds of an API request (the hook's run and get_conn session, the async hook, "
-        "triggers, the notifier and the Test button) when the connection sets none.",
-        minimum=0.001, version_added="0.3.0",
+        "triggers, the notifier and the Test button) when the connection sets none (at most 3600).",
+        minimum=0.001, version_added="0.3.0", maximum=3600,
     ),
     Option(
         "max_token_response_bytes", "integer", "1048576", "4194304",

@@ -291,8 +291,19 @@ def test_every_option_is_read_into_settings(monkeypatch: pytest.MonkeyPatch, nam
         (
             "token_request_timeout",
             "0",
-            "[custom_token] token_request_timeout: expected a number >= 0.001, found '0'",
+            "[custom_token] token_request_timeout: expected a number >= 0.001 and <= 3600, found '0'",
         ),
+        (  # issue 19, item 14: a lease of 10^9 s
+            "token_request_timeout",
+            "1e9",
+            "[custom_token] token_request_timeout: expected a number >= 0.001 and <= 3600, found '1e9'",
+        ),
+        (
+            "token_request_retries",
+            "1000000",
+            "[custom_token] token_request_retries: expected a number >= 0.0 and <= 10, found '1000000'",
+        ),
+        ("retry_after_max", "86400", "[custom_token] retry_after_max: expected a number >= 0.0 and <= 3600"),
     ],
 )
 def test_a_bad_number_names_its_option(monkeypatch: pytest.MonkeyPatch, name: str, raw: str, message: str):
