@@ -73,10 +73,12 @@ def test_airflows_masker_is_told_every_form_once(monkeypatch: pytest.MonkeyPatch
             quote(TOKEN, safe=""),
             quote(TOKEN),
             quote_plus(TOKEN),
+            *(TOKEN.replace("/", slash) for slash in ("\\/", "\\u002f", "\\u002F")),  # JSON-escaped
             "Bearer " + TOKEN,
             quote("Bearer " + TOKEN, safe=""),
             quote("Bearer " + TOKEN),
             quote_plus("Bearer " + TOKEN),
+            *("Bearer " + TOKEN.replace("/", slash) for slash in ("\\/", "\\u002f", "\\u002F")),
             "plain-token-123",
         }
     )
