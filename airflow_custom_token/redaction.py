@@ -1,9 +1,16 @@
 """Keeping live tokens out of logs, XCom, exceptions and events.
 
 Airflow's secrets masker is told about every token (`register`), in every form (raw, URL-encoded,
-form-encoded), but it redacts nothing under `airflow dags test` and never touches XCom, so the provider
-also replaces every form of a secret it knows with `***` itself (`redact`). With the first secret, a
-logging filter goes on the HTTP clients' loggers (`HTTP_LOGGERS`): urllib3's DEBUG lines quote each URL.
+form-encoded, JSON-escaped as common encoders write it: `\\/`, `\\uXXXX`, `\\"`, `\\\\`), but it
+redacts nothing under `airflow dags test` and never touches XCom, so the provider also replaces every
+form of a secret it knows with `***` itself (`redact`), and there any mixture of JSON escapes too (a
+server may write `sess\\/AbCd\\u002BGh==`). With the first secret, a logging filter goes on the HTTP
+clients' loggers (`HTTP_LOGGERS`): urllib3's DEBUG lines quote each URL.
+
+Airflow's masker skips values under 5 characters (`MIN_LENGTH`). The provider keeps those of 3 or 4
+(a short CSRF token) and redacts them itself wherever it writes, as whole tokens only (`"k9Z"`,
+`csrf=k9Z&`, never inside `ak9Zb`); one or two characters are not kept (`MIN_SHORT_LENGTH`). Ordinary
+words (`ORDINARY_WORDS`: `header`, `POST`, `Bearer`...) are never registered, whatever field holds them.
 
 Airflow's masker compiles one regex of every value it was ever told, again on each new one: told every
 token a long-running triggerer refreshes, one registration would cost hundreds of milliseconds after a
@@ -31,9 +38,13 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 #: Airflow's masker ignores values shorter than this (its `MIN_LENGTH`). The provider keeps shorter
-#: secrets too, and redacts them itself where it writes (errors, events, the response log, XCom), but
-#: only as whole tokens (`_short_pattern`): masking "ab1" inside every word would maim text.
+#: secrets too (down to `MIN_SHORT_LENGTH`), and redacts them itself where it writes (errors, events,
+#: the response log, XCom), but only as whole tokens (`_short_pattern`): masking "ab1" inside every
+#: word would maim text.
 MIN_LENGTH = 5
+#: Shorter values are not kept at all: one or two characters hide nothing (a few thousand guesses find
+#: them), and as whole tokens they are everywhere ("v2" in `/api/v2/`, "eu", "id", "1").
+MIN_SHORT_LENGTH = 3
 #: Words that are never a secret, whatever a connection calls them (lower case): the provider's own
 #: vocabulary (field choices, HTTP methods and headers, JSON literals). Registering one would mask it
 #: in every log line of the process (`test_an_ordinary_word_is_never_registered`).
@@ -65,8 +76,13 @@ _old: dict[frozenset[str], None] = {}  # the forms of superseded tokens still in
 
 
 def registrable(secret: str) -> bool:
-    """Is `secret` something to keep and mask? Not empty, not blank, never an ordinary word."""
-    return bool(secret and secret.strip()) and secret.lower() not in ORDINARY_WORDS
+    """Is `secret` something to keep and mask? At least `MIN_SHORT_LENGTH` characters that are not
+    blank, and never an ordinary word."""
+    return (
+        bool(secret)
+        and len(secret.strip()) >= MIN_SHORT_LENGTH
+        and secret.lower() not in ORDINARY_WORDS
+    )
 
 
 def forms(secret: str) -> set[str]:

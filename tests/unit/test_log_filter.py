@@ -138,6 +138,14 @@ def test_a_short_secret_is_redacted_as_a_whole_token_only() -> None:
     assert redaction.redact_string(text) == masked
 
 
+def test_one_or_two_characters_are_not_kept() -> None:
+    """They hide nothing, and as whole tokens they are everywhere: `/api/v2/`, `eu`, `1`."""
+    redaction.register("v2", "1")
+
+    assert redaction.known() == []
+    assert redaction.redact_string("GET /api/v2/items?page=1") == "GET /api/v2/items?page=1"
+
+
 def test_a_short_secret_is_not_sent_to_airflows_masker(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_custom_token import compat
 
