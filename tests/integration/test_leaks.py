@@ -138,7 +138,7 @@ def test_a_refreshed_token_is_registered_too(
 
 
 def test_a_token_from_the_host_cache_is_registered(
-    demo: DemoServer, leaky: str, masker_calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+    demo: DemoServer, leaky: str, masker_calls: list[tuple[str, str]]
 ) -> None:
     """Another process fetched it (host cache): this process never saw it, and must register it."""
     token = CustomTokenHook(leaky).get_token()
