@@ -411,10 +411,11 @@ class _Patterns:
     """What to mask for one set of secrets: the forms of the long ones (plain text search, longest
     first) and one whole-token regex of the short ones' forms (`MIN_LENGTH`)."""
 
-    __slots__ = ("plain", "short")
+    __slots__ = ("chars", "plain", "short")
 
-    def __init__(self, plain: tuple[str, ...], short: re.Pattern[str] | None) -> None:
+    def __init__(self, plain: tuple[str, ...], short: re.Pattern[str] | None, chars: frozenset[str]) -> None:
         self.plain, self.short = plain, short
+        self.chars = chars  # every character of every form: an escape of another is never part of one
 
     def __bool__(self) -> bool:
         return bool(self.plain) or self.short is not None
@@ -428,22 +429,33 @@ def _patterns(secrets: tuple[str, ...]) -> _Patterns:
     for secret in secrets:
         if registrable(secret):
             (plain if len(secret) >= MIN_LENGTH else short).update(forms(secret))
-    return _Patterns(tuple(sorted(plain, key=len, reverse=True)), _short_pattern(short))
+    chars = frozenset("".join(plain) + "".join(short))
+    return _Patterns(tuple(sorted(plain, key=len, reverse=True)), _short_pattern(short), chars)
 
 
 def _short_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    r"""A regex of `values` as whole tokens: not preceded or followed by a letter, digit or `_` (a
-    `%XX` or `\uXXXX` escape before it counts as a boundary, as does any edge that is not a word
-    character itself). "ab1" is masked in `csrf=ab1&x`, `"ab1"` and `ab1.`, never in `cab1e`."""
-    alternatives = []
-    for value in sorted(set(values), key=len, reverse=True):
-        head = _TOKEN_START if _is_word(value[0]) else ""
-        tail = r"(?!\w)" if _is_word(value[-1]) else ""
-        alternatives.append(f"{head}{re.escape(value)}{tail}")
+    """A regex of `values` (literals, longest first); `_whole` says which of its matches are whole
+    tokens."""
+    alternatives = [re.escape(value) for value in sorted(set(values), key=len, reverse=True)]
     return re.compile("|".join(alternatives)) if alternatives else None
 
 
-_TOKEN_START = r"(?:(?<!\w)|(?<=%[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4}))"
+#: Just before a whole token, an escape counts as a boundary: `%XX`, `\uXXXX`, `\n` and the like.
+_ESCAPE_BEFORE = re.compile(r"(?:%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\[bfnrt])\Z")
+
+
+def _whole(match: re.Match[str]) -> str:
+    """`***` for a short secret that stands alone: not preceded or followed by a letter, digit or `_`
+    (where its own edge is one), an escape before it (`%XX`, `\\uXXXX`, `\\n`) counting as a boundary.
+    "ab1" is masked in `csrf=ab1&x`, `"ab1"` and `ab1.`, never in `cab1e`."""
+    text, start, end = match.string, match.start(), match.end()
+    value = match[0]
+    if end < len(text) and _is_word(value[-1]) and _is_word(text[end]):
+        return value
+    after_word = start > 0 and _is_word(value[0]) and _is_word(text[start - 1])
+    if after_word and not _ESCAPE_BEFORE.search(text, max(0, start - 6), start):
+        return value
+    return MASK
 
 
 def _is_word(char: str) -> bool:
@@ -455,7 +467,7 @@ def _mask(text: str, patterns: _Patterns) -> str:
         if form in text:
             text = text.replace(form, MASK)
     if patterns.short is not None:
-        text = patterns.short.sub(MASK, text)
+        text = patterns.short.sub(_whole, text)
     if "\\" in text:
         text = _mask_escaped(text, patterns)
     return text
@@ -485,12 +497,15 @@ def _mask_escaped(text: str, patterns: _Patterns) -> str:
     original_at: list[tuple[int, int]] = []  # ...and where it was in `text`
     position = length = 0
     for match in _JSON_ESCAPE.finditer(text):
+        char = _unescape(match[0])
+        if char not in patterns.chars:  # `\n`, `\u00e9` in text no secret has: left as they are
+            continue
         literal = text[position : match.start()]
         pieces.append(literal)
         length += len(literal)
         decoded_at.append(length)
         original_at.append(match.span())
-        pieces.append(_unescape(match[0]))
+        pieces.append(char)
         length += 1
         position = match.end()
     if not decoded_at:
@@ -514,7 +529,7 @@ def _mask_escaped(text: str, patterns: _Patterns) -> str:
             spans.append((start, start + len(form)))
             start = decoded.find(form, start + len(form))
     if patterns.short is not None:
-        spans += [m.span() for m in patterns.short.finditer(decoded)]
+        spans += [m.span() for m in patterns.short.finditer(decoded) if _whole(m) == MASK]
     if not spans:
         return text
     masked: list[tuple[int, int]] = []
