@@ -86,12 +86,15 @@ __all__ = [
     "config_getboolean",
     "connection_form_widgets",
     "determine_kwargs",
+    "forget_masks",
     "get_airflow_connection",
     "get_fernet",
     "import_first",
     "local_masker",
     "mask_secret",
     "masker_size",
+    "masker_snapshot",
+    "restore_masker",
     "ui_field_behaviour",
     "update_masker",
 ]
@@ -358,6 +361,47 @@ def _update(masker: Any, adding: set[str], removing: set[str]) -> bool:
             masker.replacer = re.compile("|".join(snapshot)) if snapshot else None
             if len(patterns) == len(snapshot):
                 return True
+
+
+def forget_masks() -> None:
+    """Take every value `update_masker` added out of this process's masker (`redaction.reset`).
+
+    What Airflow masks for its own reasons stays, as with `update_masker`'s `retire`.
+    """
+    masker = local_masker()
+    if masker is None:
+        return
+    with _gc_paused():
+        _update(masker, set(), set(_added_patterns))
+
+
+#: This process's masker as `masker_snapshot` found it: the masker, its patterns, its regex, and what
+#: `update_masker` had added.
+MaskerSnapshot = tuple[Any, frozenset[str], Any, frozenset[str]]
+
+
+def masker_snapshot() -> MaskerSnapshot | None:
+    """What this process's masker holds now, for `restore_masker` (tests: each starts as the last
+    one found it, whoever registered what meanwhile, Airflow's connection lookup included)."""
+    masker = local_masker()
+    if masker is None:
+        return None
+    with _masker_lock:
+        return masker, frozenset(masker.patterns), masker.replacer, frozenset(_added_patterns)
+
+
+def restore_masker(snapshot: MaskerSnapshot | None) -> None:
+    """Put this process's masker back as `masker_snapshot` found it (no compile: its regex is kept)."""
+    if snapshot is None:
+        return
+    masker, patterns, replacer, added = snapshot
+    with _masker_lock:
+        if set(masker.patterns) != patterns:
+            masker.patterns.clear()
+            masker.patterns.update(patterns)
+            masker.replacer = replacer
+        _added_patterns.clear()
+        _added_patterns.update(added)
 
 
 def masker_size() -> int | None:

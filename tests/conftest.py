@@ -43,6 +43,21 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     PROCESS_CACHE.clear()
 
 
+@pytest.fixture(autouse=True)
+def isolated_masking() -> Iterator[None]:
+    """Each test starts as in a fresh worker process: no secret registered (`redaction.reset()`), and
+    Airflow's masker in this process as the previous test found it. Nothing a test registered, by the
+    provider or by Airflow itself (its connection lookup masks every extra whose key contains
+    `token`), is seen by another: no test can pass or fail on what ran before it."""
+    from airflow_custom_token import compat, redaction
+
+    redaction.reset()
+    snapshot = compat.masker_snapshot()
+    yield
+    compat.restore_masker(snapshot)
+    redaction.reset()
+
+
 @pytest.fixture
 def task_runner_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let a test call `operator.execute(context)` directly, as the task runner would."""

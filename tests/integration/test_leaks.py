@@ -91,7 +91,7 @@ def masker_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Record what reaches Airflow's `mask_secret` / `amask_secret` through compat (then pass it on)."""
     from airflow_custom_token import compat
 
-    monkeypatch.setattr(redaction, "_known", {})  # as in a fresh worker process
+    redaction.reset()  # as in a fresh worker process
     calls: list[tuple[str, str]] = []
     sync_real, async_real = compat.mask_secret, compat.amask_secret
 
@@ -138,12 +138,12 @@ def test_a_refreshed_token_is_registered_too(
 
 
 def test_a_token_from_the_host_cache_is_registered(
-    demo: DemoServer, leaky: str, masker_calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+    demo: DemoServer, leaky: str, masker_calls: list[tuple[str, str]]
 ) -> None:
     """Another process fetched it (host cache): this process never saw it, and must register it."""
     token = CustomTokenHook(leaky).get_token()
     PROCESS_CACHE.clear()
-    monkeypatch.setattr(redaction, "_known", {})
+    redaction.reset()
     masker_calls.clear()
 
     assert CustomTokenHook(leaky).get_token() == token

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
 import requests
@@ -355,3 +355,143 @@ def test_an_api_error_answer_is_read_only_as_far_as_its_excerpt(
     assert api.error_done.wait(10), "the server is still writing the error answer"
     assert api.error_written[0] < ERROR_BODY / 2, "the whole error answer was read"
     assert leaked(message, api.secrets()) == []
+
+
+# -- a session API that echoes what it got, JSON-escaped (issue 19, items 9 and 10) ------------------------
+
+COOKIE = "sess/AbCd+Gh=="  # the session cookie: `/`, `+`, `=`, each escaped by some JSON encoder
+CSRF = "k9Zq"  # a 4-character CSRF token: under Airflow's masker's minimum length of 5
+ESCAPES = {
+    "slash": lambda value: value.replace("/", "\\/"),  # PHP's json_encode, and many others
+    "unicode": lambda value: "".join(c if c.isalnum() else f"\\u{ord(c):04x}" for c in value),
+}
+
+
+def escaped(values: Iterable[str]) -> list[str]:
+    """Each value raw and in every escaped form the API writes it in."""
+    return sorted({f for v in values for f in (v, *(escape(v) for escape in ESCAPES.values()))})
+
+
+@dataclass
+class EchoApi:
+    """A session API: `POST /login` sets the session cookie and answers the CSRF token in a header;
+    `GET /api/echo?style=...` echoes both in a JSON body, the cookie escaped so; `/api/fail` too, as a 500."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    styles: list[str] = field(default_factory=list)
+    url: str = ""
+
+
+class _EchoHandler(Handler):
+    def do_POST(self) -> None:
+        self.read_body()
+        self.answer(
+            200,
+            b'{"expires_in": 3600}',
+            ("Set-Cookie", f"session={COOKIE}; Path=/"),
+            ("X-CSRF-Token", CSRF),
+        )
+
+    def do_GET(self) -> None:
+        api: EchoApi = self.server.state
+        parts = urlsplit(self.path)
+        style = dict(parse_qsl(parts.query)).get("style", "slash")
+        cookie = (self.headers.get("Cookie") or "").removeprefix("session=")
+        csrf = self.headers.get("X-CSRF-Token") or ""
+        api.seen.append((cookie, csrf))
+        api.styles.append(style)
+        sent = f'{{"session": "{ESCAPES[style](cookie)}", "csrf": "{csrf}"}}'
+        self.answer(500 if parts.path == "/api/fail" else 200, f'{{"you_sent": {sent}, "page": 1}}'.encode())
+
+
+@pytest.fixture
+def echo_api(make_conn: Callable[..., str]) -> Iterator[EchoApi]:
+    for api in serve(_EchoHandler, EchoApi()):
+        make_conn(
+            "echoing",
+            host=api.url,
+            login="dev",
+            password=CLIENT_SECRET,
+            extra={
+                "integration_key": "echoing",
+                "access_endpoint": f"{api.url}/login",
+                "access_verb": "POST",
+                "access_parameters": {"client_id": "{login}", "client_secret": "{password}"},
+                "access_response_path": "cookie:session",
+                "access_outputs": {"csrf": "header:X-CSRF-Token"},
+                "inject_as": "header",
+                "inject_name": "Cookie",
+                "inject_template": "session={token}",
+                "request_parameters": {"header": {"X-CSRF-Token": "{csrf}"}},
+            },
+        )
+        yield api
+
+
+@pytest.mark.usefixtures("task_runner_off")
+@pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+@pytest.mark.parametrize("style", list(ESCAPES))
+def test_a_json_escaped_echo_of_the_session_cookie_is_not_in_xcom_nor_the_response_log(
+    echo_api: EchoApi,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    style: str,
+    deferrable: bool,
+) -> None:
+    from airflow_custom_token.operators.http import CustomTokenHttpOperator
+    from tests.servers.test_operators import execute
+
+    op = CustomTokenHttpOperator(
+        task_id="echo",
+        custom_token_conn_id="echoing",
+        endpoint="/api/echo",
+        query_params={"style": style},
+        log_response=True,
+        deferrable=deferrable,
+    )
+
+    with caplog.at_level(logging.INFO):
+        xcom = execute(op, deferrable)
+
+    assert echo_api.seen[-1] == (COOKIE, CSRF), "the API got the session and its CSRF token"
+    assert echo_api.styles[-1] == style
+    assert xcom == '{"you_sent": {"session": "***", "csrf": "***"}, "page": 1}'
+    captured = capsys.readouterr()
+    logs = caplog.text + captured.out + captured.err  # Airflow's task logger writes to stdout
+    assert 'Response: {"you_sent": {"session": "***", "csrf": "***"}, "page": 1}' in logs
+    assert [f for f in escaped([COOKIE, CSRF, CLIENT_SECRET]) if f in logs or f in xcom] == []
+
+
+@pytest.mark.parametrize("style", list(ESCAPES))
+def test_an_error_that_quotes_the_escaped_cookie_and_a_short_csrf_token_shows_neither(
+    echo_api: EchoApi, style: str
+) -> None:
+    """Airflow's masker skips values under 5 characters: the provider redacts its own messages itself."""
+    hook = CustomTokenHook("echoing")
+
+    with pytest.raises(RequestError) as caught:
+        hook.run(f"/api/fail?style={style}")
+
+    message = str(caught.value)
+    assert echo_api.styles == [style] and echo_api.seen[-1] == (COOKIE, CSRF)
+    assert caught.value.status == 500 and '"page": 1' in message, "the message still says what happened"
+    assert '"session": "***", "csrf": "***"' in message
+    assert [f for f in escaped([COOKIE, CSRF]) if f in shown(caught.value)] == []
+
+
+@pytest.mark.parametrize("style", list(ESCAPES))
+def test_a_trigger_event_that_echoes_the_escaped_cookie_and_a_short_csrf_token_shows_neither(
+    echo_api: EchoApi, style: str
+) -> None:
+    from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
+    from tests.triggering import run_trigger
+
+    trigger = CustomTokenHttpTrigger(
+        custom_token_conn_id="echoing", endpoint="/api/echo", query_params={"style": style}
+    )
+
+    event = run_trigger(trigger)
+
+    assert event["status"] == "success" and echo_api.seen[-1] == (COOKIE, CSRF)
+    assert json.loads(event["response"]["text"]) == {"you_sent": {"session": "***", "csrf": "***"}, "page": 1}
+    assert [f for f in escaped([COOKIE, CSRF]) if f in json.dumps(event)] == []

@@ -32,11 +32,10 @@ REFRESHES = 3 * redaction.MASKER_OLD_TOKENS + 8
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As in a fresh process: no secret known, no token registered."""
-    monkeypatch.setattr(redaction, "_known", {})
-    monkeypatch.setattr(redaction, "_live", {})
-    monkeypatch.setattr(redaction, "_old", {})
+def fresh_registry() -> None:
+    """As in a fresh process: no secret known, no token registered (tests/conftest.py's
+    `isolated_masking` does it for every test; said here because these tests count on it)."""
+    redaction.reset()
 
 
 @pytest.fixture

@@ -244,7 +244,7 @@ def test_an_expiry_read_from_a_response_header_drives_the_refresh(
 def test_outputs_reach_airflows_masker(demo: DemoServer, notes: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_custom_token import compat
 
-    monkeypatch.setattr(redaction, "_known", {})
+    redaction.reset()
     calls: list[str] = []
     real = compat.mask_secret
 

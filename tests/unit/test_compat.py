@@ -146,8 +146,10 @@ def test_surfaces_import_airflow_only_through_compat() -> None:
 
 
 @pytest.fixture
-def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redaction, "_known", {})
+def fresh_registry() -> None:
+    """As in a fresh worker process: no secret known (tests/conftest.py's `isolated_masking` does it
+    for every test; named here because these tests count on it)."""
+    redaction.reset()
 
 
 def test_register_masks_in_airflows_masker(fresh_registry: None) -> None:

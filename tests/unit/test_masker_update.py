@@ -17,10 +17,10 @@ from tests.airflow_names import redact as airflow_redact
 
 
 @pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redaction, "_known", {})
-    monkeypatch.setattr(redaction, "_live", {})
-    monkeypatch.setattr(redaction, "_old", {})
+def fresh_registry() -> None:
+    """No secret known, no token registered, nothing of the provider's in the masker (tests/conftest.py's
+    `isolated_masking` does it for every test; said here because these tests count on it)."""
+    redaction.reset()
 
 
 @pytest.fixture
@@ -30,17 +30,23 @@ def masker() -> Any:
     return found
 
 
+#: In every value of `test_many_values_one_compile`: no token, secret or word of another test has it
+#: (`§` is not ASCII, so no random token is), so a regex holds one copy per value of the test's own.
+MARKER = "§manyvalues§"  # nothing `re.escape` changes
+
+
 def test_many_values_one_compile(masker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled: list[int] = []  # how many of the values each regex compiled holds
     real_compile = re.compile
 
     def counting(pattern: Any, flags: int = 0) -> Any:
-        if isinstance(pattern, str) and "0f3c" in pattern:
-            compiled.append(pattern.count("0f3c"))
+        if isinstance(pattern, str) and MARKER in pattern:
+            compiled.append(pattern.count(MARKER))
         return real_compile(pattern, flags)
 
+    assert not [p for p in masker.patterns if MARKER in p]  # nothing left behind by another test
     monkeypatch.setattr(re, "compile", counting)  # the module compat compiles with
-    values = [f"update-value-a{n}-0f3c" for n in range(1, 40)]
+    values = [f"update-value-a{n}-{MARKER}" for n in range(1, 40)]
 
     assert compat.update_masker(values) is True
 
@@ -131,3 +137,18 @@ def test_a_token_shared_by_two_slots_is_not_retired_while_one_holds_it(masker: A
 
     assert re.escape("shared-token-6e6e") in masker.patterns
     assert re.escape("one-token-0000") not in masker.patterns
+
+
+def test_airflow_masks_an_extra_whose_key_holds_token(masker: Any) -> None:
+    """What Airflow's own connection lookup does (`Connection.extra_dejson` masks every extra whose key
+    contains `token`): with the older UIs' `extra__custom_token__inject_as` it masks `header` itself.
+    Not the provider's doing, and the next test must not see it (`test_the_next_test_does_not_see_it`)."""
+    masker.add_mask({"extra__custom_token__inject_as": "isolation-probe-6a6a"})
+
+    assert airflow_redact("isolation-probe-6a6a") == "***"
+
+
+def test_the_next_test_does_not_see_it(masker: Any) -> None:
+    """Runs after the test above (file order): tests/conftest.py's `isolated_masking` put the masker back."""
+    assert airflow_redact("isolation-probe-6a6a") == "isolation-probe-6a6a"
+    assert not [p for p in masker.patterns if "isolation" in p]
