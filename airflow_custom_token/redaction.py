@@ -20,43 +20,29 @@ superseded tokens stay in the masker (`compat.update_masker` removes what the pr
 and compiles the regex once per registration). Live tokens and the secrets given to `register` (the
 accounts' passwords, client secrets) are never removed. Async code registers in a worker thread
 (`aregister_token`, `aregister`): the compile never runs on the event loop.
+
+Finding the forms of a secret in text, and replacing them, is `secret_forms`'s (free of state).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
-import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote, quote_plus
 
-MASK = "***"
-#: Airflow's masker ignores values shorter than this (its `MIN_LENGTH`). The provider keeps shorter
-#: secrets too (down to `MIN_SHORT_LENGTH`), and redacts them itself where it writes (errors, events,
-#: the response log, XCom), but only as whole tokens (`_short_pattern`): masking "ab1" inside every
-#: word would maim text.
-MIN_LENGTH = 5
-#: Shorter values are not kept at all: one or two characters hide nothing (a few thousand guesses find
-#: them), and as whole tokens they are everywhere ("v2" in `/api/v2/`, "eu", "id", "1").
-MIN_SHORT_LENGTH = 3
-#: Words that are never a secret, whatever a connection calls them (lower case): the provider's own
-#: vocabulary (field choices, HTTP methods and headers, JSON literals). Registering one would mask it
-#: in every log line of the process (`test_an_ordinary_word_is_never_registered`).
-ORDINARY_WORDS = frozenset(
-    {
-        "header", "headers", "url", "query", "body", "json", "form", "data", "params",
-        "get", "post", "put", "patch", "delete", "head", "options", "trace", "connect",
-        "http", "https", "bearer", "basic", "digest", "token", "authorization", "cookie",
-        "content-type", "accept", "application/json", "text/plain",
-        "true", "false", "null", "none", "yes", "no", "on", "off",
-    }
-)  # fmt: skip
+from airflow_custom_token.secret_forms import (
+    MIN_LENGTH,
+    forms,
+    mask,
+    patterns,
+    redact_with,
+    registrable,
+)
+
 _MAX_KNOWN = 4096
 #: How many superseded tokens (each with its forms and additional outputs) stay registered with
 #: Airflow's masker. Its cost per registration grows with what it holds (about 75 us per form, four
@@ -73,42 +59,6 @@ _masker_lock = threading.Lock()  # held while deciding and applying a change to 
 #: slot -> (its live token, the secrets registered with it, their forms), least recently registered first
 _live: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {}
 _old: dict[frozenset[str], None] = {}  # the forms of superseded tokens still in the masker, oldest first
-
-
-def registrable(secret: str) -> bool:
-    """Is `secret` something to keep and mask? At least `MIN_SHORT_LENGTH` characters that are not
-    blank, and never an ordinary word."""
-    return (
-        bool(secret)
-        and len(secret.strip()) >= MIN_SHORT_LENGTH
-        and secret.lower() not in ORDINARY_WORDS
-    )
-
-
-def forms(secret: str) -> set[str]:
-    """Every form of a secret that can appear in text: raw, percent-encoded, form-encoded, and as JSON
-    encoders write it in a string (`json_forms`)."""
-    return {secret, quote(secret, safe=""), quote_plus(secret), quote(secret), *json_forms(secret)}
-
-
-def json_forms(secret: str) -> set[str]:
-    """The secret as common JSON encoders write it inside a string, when that differs from it.
-
-    `"` and `\\` escaped; non-ASCII (and control) characters as-is or as `\\uXXXX` (lower or upper case
-    hex); `/` as-is, as `\\/` (PHP, many others) or as `\\u002f`. Any other mixture of escapes is
-    caught by the provider's own redaction (`_unescaped`), not by Airflow's masker.
-    """
-    found: set[str] = set()
-    for ascii_only in (True, False):
-        escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
-        for slash in ("/", "\\/", "\\u002f", "\\u002F"):
-            form = escaped.replace("/", slash)
-            found |= {form, _UNICODE_ESCAPE.sub(lambda m: m[0].upper().replace("\\U", "\\u"), form)}
-    found.discard(secret)
-    return found
-
-
-_UNICODE_ESCAPE = re.compile(r"\\u[0-9a-f]{4}")
 
 
 def remember(*secrets: str) -> list[str]:
@@ -167,9 +117,7 @@ def masker_forms(secrets: Iterable[str]) -> list[str]:
     are not sent: the provider's own redaction covers them.
     """
     return list(
-        dict.fromkeys(
-            form for secret in secrets if _for_masker(secret) for form in sorted(forms(secret))
-        )
+        dict.fromkeys(form for secret in secrets if _for_masker(secret) for form in sorted(forms(secret)))
     )
 
 
@@ -207,7 +155,7 @@ class SecretsFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record: logging reports it when it is emitted
             return True
-        masked = _mask(message, _patterns(tuple(pool)))
+        masked = mask(message, patterns(tuple(pool)))
         if masked != message:
             record.msg, record.args = masked, None
         return True
@@ -396,7 +344,7 @@ def reset() -> None:
         _live.clear()
         _old.clear()
         _registering.clear()
-        _patterns.cache_clear()
+        patterns.cache_clear()
         compat = _compat()
         if compat is not None:
             compat.forget_masks()
@@ -407,149 +355,9 @@ def masker_state() -> dict[str, int]:
     return {"live_tokens": len(_live), "superseded_kept": len(_old)}
 
 
-class _Patterns:
-    """What to mask for one set of secrets: the forms of the long ones (plain text search, longest
-    first) and one whole-token regex of the short ones' forms (`MIN_LENGTH`)."""
-
-    __slots__ = ("chars", "plain", "short")
-
-    def __init__(self, plain: tuple[str, ...], short: re.Pattern[str] | None, chars: frozenset[str]) -> None:
-        self.plain, self.short = plain, short
-        self.chars = chars  # every character of every form: an escape of another is never part of one
-
-    def __bool__(self) -> bool:
-        return bool(self.plain) or self.short is not None
-
-
-@functools.lru_cache(maxsize=256)
-def _patterns(secrets: tuple[str, ...]) -> _Patterns:
-    """Every form of every secret, computed once per set of secrets."""
-    plain: set[str] = set()
-    short: set[str] = set()
-    for secret in secrets:
-        if registrable(secret):
-            (plain if len(secret) >= MIN_LENGTH else short).update(forms(secret))
-    chars = frozenset("".join(plain) + "".join(short))
-    return _Patterns(tuple(sorted(plain, key=len, reverse=True)), _short_pattern(short), chars)
-
-
-def _short_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    """A regex of `values` (literals, longest first); `_whole` says which of its matches are whole
-    tokens."""
-    alternatives = [re.escape(value) for value in sorted(set(values), key=len, reverse=True)]
-    return re.compile("|".join(alternatives)) if alternatives else None
-
-
-#: Just before a whole token, an escape counts as a boundary: `%XX`, `\uXXXX`, `\n` and the like.
-_ESCAPE_BEFORE = re.compile(r"(?:%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\[bfnrt])\Z")
-
-
-def _whole(match: re.Match[str]) -> str:
-    """`***` for a short secret that stands alone: not preceded or followed by a letter, digit or `_`
-    (where its own edge is one), an escape before it (`%XX`, `\\uXXXX`, `\\n`) counting as a boundary.
-    "ab1" is masked in `csrf=ab1&x`, `"ab1"` and `ab1.`, never in `cab1e`."""
-    text, start, end = match.string, match.start(), match.end()
-    value = match[0]
-    if end < len(text) and _is_word(value[-1]) and _is_word(text[end]):
-        return value
-    after_word = start > 0 and _is_word(value[0]) and _is_word(text[start - 1])
-    if after_word and not _ESCAPE_BEFORE.search(text, max(0, start - 6), start):
-        return value
-    return MASK
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-def _mask(text: str, patterns: _Patterns) -> str:
-    for form in patterns.plain:
-        if form in text:
-            text = text.replace(form, MASK)
-    if patterns.short is not None:
-        text = patterns.short.sub(_whole, text)
-    if "\\" in text:
-        text = _mask_escaped(text, patterns)
-    return text
-
-
-#: A JSON string escape: a surrogate pair, `\uXXXX`, or one of `\" \\ \/ \b \f \n \r \t`.
-_JSON_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\[\"\\/bfnrt]"
-)
-_SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-def _unescape(escape: str) -> str:
-    if len(escape) == 2:
-        return _SIMPLE_ESCAPES[escape[1]]
-    if len(escape) == 12:  # a surrogate pair: one character
-        high, low = int(escape[2:6], 16), int(escape[8:12], 16)
-        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-    return chr(int(escape[2:], 16))
-
-
-def _mask_escaped(text: str, patterns: _Patterns) -> str:
-    r"""Mask secrets written with JSON escapes, in any mixture (`sess\/AbCd\u002BGh==`): search the text
-    with its escapes decoded, and replace the stretch of the original each match came from."""
-    pieces: list[str] = []  # the decoded text, piece by piece
-    decoded_at: list[int] = []  # where each escape starts in the decoded text...
-    original_at: list[tuple[int, int]] = []  # ...and where it was in `text`
-    position = length = 0
-    for match in _JSON_ESCAPE.finditer(text):
-        char = _unescape(match[0])
-        if char not in patterns.chars:  # `\n`, `\u00e9` in text no secret has: left as they are
-            continue
-        literal = text[position : match.start()]
-        pieces.append(literal)
-        length += len(literal)
-        decoded_at.append(length)
-        original_at.append(match.span())
-        pieces.append(char)
-        length += 1
-        position = match.end()
-    if not decoded_at:
-        return text
-    pieces.append(text[position:])
-    decoded = "".join(pieces)
-
-    def original(index: int, end: bool) -> int:
-        """Where decoded character `index` (or, with `end`, the one before it) was in `text`."""
-        at = index - 1 if end else index
-        k = bisect.bisect_right(decoded_at, at) - 1
-        if k >= 0 and decoded_at[k] == at:  # an escape
-            return original_at[k][1 if end else 0]
-        base_decoded, base_original = (decoded_at[k] + 1, original_at[k][1]) if k >= 0 else (0, 0)
-        return base_original + (at - base_decoded) + (1 if end else 0)
-
-    spans: list[tuple[int, int]] = []
-    for form in patterns.plain:
-        start = decoded.find(form)
-        while start >= 0:
-            spans.append((start, start + len(form)))
-            start = decoded.find(form, start + len(form))
-    if patterns.short is not None:
-        spans += [m.span() for m in patterns.short.finditer(decoded) if _whole(m) == MASK]
-    if not spans:
-        return text
-    masked: list[tuple[int, int]] = []
-    for start, stop in sorted(spans):
-        first, last = original(start, False), original(stop, True)
-        if masked and first < masked[-1][1]:  # overlaps the previous one: one mask for both
-            masked[-1] = (masked[-1][0], max(last, masked[-1][1]))
-        else:
-            masked.append((first, last))
-    out, position = [], 0
-    for first, last in masked:
-        out += [text[position:first], MASK]
-        position = last
-    out.append(text[position:])
-    return "".join(out)
-
-
 def redact_string(text: str, secrets: Iterable[str] | None = None) -> str:
     """Replace every known secret (or those given) and its encoded forms with `***`."""
-    return _mask(text, _patterns(tuple(known() if secrets is None else secrets)))
+    return mask(text, patterns(tuple(known() if secrets is None else secrets)))
 
 
 def redact(value: Any, secrets: Iterable[str] | None = None) -> Any:
@@ -557,16 +365,4 @@ def redact(value: Any, secrets: Iterable[str] | None = None) -> Any:
     pool = tuple(known() if secrets is None else secrets)
     if not pool:
         return value
-    return _redact(value, _patterns(pool))
-
-
-def _redact(value: Any, patterns: _Patterns) -> Any:
-    if isinstance(value, str):
-        return _mask(value, patterns)
-    if isinstance(value, bytes):
-        return _mask(value.decode("utf-8", "replace"), patterns).encode()
-    if isinstance(value, dict):
-        return {_redact(k, patterns): _redact(v, patterns) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redact(v, patterns) for v in value)
-    return value
+    return redact_with(value, patterns(pool))
