@@ -39,7 +39,7 @@ from tests.conftest import demo_extra
 from tests.paths import EXAMPLE_DAGS
 from tests.triggering import first_event
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(420)  # airflow dags test runs; slow on 2 busy cores
 
 
 PASSWORD = "dev-secret"
@@ -370,7 +370,7 @@ def leak_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakRun]:
         def airflow(name: str, *args: str) -> None:
             started = time.monotonic()
             done = subprocess.run(
-                [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=170, check=False
+                [AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=400, check=False
             )
             run.outputs[name], run.codes[name] = done.stdout + done.stderr, done.returncode
             run.seconds[name] = time.monotonic() - started
