@@ -85,14 +85,14 @@ class TokenSource:
         conn_id = self.settings.shared_cache_conn_id.strip()
         if not conn_id:
             return None
-        from airflow_custom_token.cache.shared import shared_store
+        from airflow_custom_token.cache.shared_conn import shared_store  # on first use: see `cache`
 
         return self._bounded(shared_store(conn_id, self._fernet))
 
     def _bounded(self, store: SharedStore | None) -> SharedStore | None:
         """The store, reading within this process's bounds (entry size, lifetime)."""
         if store is not None:
-            from airflow_custom_token.cache.shared import value_bound
+            from airflow_custom_token.cache.shared import value_bound  # loaded with the store
 
             store.max_value_bytes = value_bound(self.settings.max_token_response_bytes)
             store.max_lifetime = self.settings.max_token_lifetime
@@ -102,7 +102,7 @@ class TokenSource:
         conn_id = self.settings.shared_cache_conn_id.strip()
         if not conn_id:
             return None
-        name = "airflow_custom_token.cache.shared"
+        name = "airflow_custom_token.cache.shared_conn"
         shared = sys.modules.get(name)
         if shared is None or getattr(getattr(shared, "__spec__", None), "_initializing", False):
             shared = await asyncio.to_thread(importlib.import_module, name)  # never on the event loop

@@ -131,12 +131,12 @@ def _host_process(pipe: Any, env: Mapping[str, str | None], duration: float) -> 
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    from airflow_custom_token.cache import PROCESS_CACHE, shared
+    from airflow_custom_token.cache import PROCESS_CACHE, shared_conn
     from airflow_custom_token.errors import CustomTokenError
     from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
     PROCESS_CACHE.clear()
-    shared.reset()
+    shared_conn.reset()
     hook = CustomTokenHook(CONN_ID)
     _ = hook.account, hook.settings, hook.auth
     counts: Counter[str] = Counter()

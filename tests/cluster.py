@@ -299,10 +299,10 @@ def serve(pipe: Any, home: str, log: str) -> None:
     os.environ["AIRFLOW_HOME"] = home
     for name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_") or n == SHARED_ENV]:
         del os.environ[name]
-    from airflow_custom_token.cache import PROCESS_CACHE, shared
+    from airflow_custom_token.cache import PROCESS_CACHE, shared_conn
 
     PROCESS_CACHE.clear()
-    shared.reset()
+    shared_conn.reset()
     pipe.send({"started": os.getpid()})
     while True:
         command = pipe.recv()
@@ -316,7 +316,7 @@ def serve(pipe: Any, home: str, log: str) -> None:
                 else:
                     os.environ[name] = value
             PROCESS_CACHE.clear()
-            shared.reset()
+            shared_conn.reset()
             answer: dict[str, Any] = {"ready": True}
         elif op == "run":
             answer = _run(command)

@@ -1,10 +1,9 @@
 """The shared cache: one token per lifetime per cluster, in Redis (`[custom_token] shared_cache_conn_id`).
 
 Celery workers, KubernetesExecutor pods and triggerers each have their own process and host caches;
-this layer, below them, is the one all hosts share. Turned on by naming an Airflow connection of type
-`redis` (host, port, password, login as the ACL user, extra `db`, `ssl`, `ssl_cert_reqs`,
-`ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`, `ssl_check_hostname`); needs the `redis` client
-(`pip install "airflow-custom-token[redis]"`).
+this layer, below them, is the one all hosts share. This module holds what is stored and the protocol;
+`redis_client` talks to Redis (the connection, each command within its deadline, Redis' health), and
+`shared_conn` turns `[custom_token] shared_cache_conn_id` into one store per process.
 
 What Redis holds, per cache key (named `<integration key>-<keyed hash of the cache key>`, see `names`:
 listing the keys reveals nothing that can be checked offline):
@@ -25,8 +24,8 @@ read as a duration (its PTTL, on Redis' clock), never as the writer's absolute t
 (`READ_BOUNDED`: STRLEN, then GET and PTTL in one script), and read once.
 
 The protocol is written once, as generators of Redis operations (`_lookup`, `_save`, `_release`,
-`_renew`, `_discard`); `SharedStore` carries them with the sync client, or with `redis.asyncio` in the
-event loop:
+`_renew`, `_discard`); `SharedStore` (a `RedisClient`) carries them with the sync client, or with
+`redis.asyncio` in the event loop:
 
 - lookup: read; a fresh token is a hit. Else take the lease (SET NX PX); the holder reads once more
   and fetches. A caller that finds the lease taken polls (SET NX, read the token, read the lease) from
@@ -39,10 +38,8 @@ event loop:
   (compare-and-delete on the exact value read), so a host handed a revoked token refreshes once and
   every other host then reads the new one.
 
-Redis down, slow or refusing the password never fails a task: every command has an overall deadline
-(`COMMAND_DEADLINE`: connect, send and the whole reply), no retries, and the first failure logs one
-warning per process; the shared cache is then skipped for `RETRY_AFTER` seconds and tried again, so it
-is used again when Redis comes back.
+Redis down, slow or refusing the password never fails a task: the lookup then comes back ALONE (fetch
+without a lease) and the rest is skipped; see `redis_client` for the deadline and the retry.
 """
 
 from __future__ import annotations
@@ -50,23 +47,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import secrets
-import sys
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from airflow_custom_token import redaction
 from airflow_custom_token.cache import names
 from airflow_custom_token.cache.process import Lease
+from airflow_custom_token.cache.redis_client import Entry, Flow, Op, RedisClient, RedisParams, Unavailable
 from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import Token
 
@@ -74,14 +66,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "airflow-custom-token:"
 VERSION = b"2"  # 0.2 wrote `1:` entries (no cache key inside): ignored and replaced
-COMMAND_DEADLINE = 0.5  # seconds per Redis command, all of it: connect, send, the whole reply
-SOCKET_TIMEOUT = 0.25  # seconds per connect and per read, within the deadline
-RETRY_AFTER = 10.0  # seconds the shared cache is skipped after Redis failed, before it is tried again
 FIRST_POLL = 0.01  # a waiter's first pause; it doubles up to MAX_POLL
 MAX_POLL = 0.1
-RESOLVE_AGAIN = 60.0  # seconds before a connection that could not be resolved is looked up again
 LEASE_VALUE_BYTES = 64  # a lease holds 32 hex digits: a longer value is not read
-INSTALL_HINT = 'pip install "airflow-custom-token[redis]"'
 
 
 def value_bound(max_token_response_bytes: int) -> int:
@@ -90,67 +77,8 @@ def value_bound(max_token_response_bytes: int) -> int:
     return 64 * 1024 + 16 * max_token_response_bytes + 64
 
 
-# Delete KEYS[1] only while it holds ARGV[1]: releases a lease, and discards a rejected token.
-DELETE_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# Extend the lease KEYS[1] to ARGV[2] ms only while it holds ARGV[1] (its holder's renewal).
-RENEW_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# Read KEYS[1] if it is a string of at most ARGV[1] bytes: {} (none), {-1} (not a string),
-# {-2, size} (too large: not read), or {PTTL, value}.
-READ_BOUNDED = """
-local size = redis.pcall('STRLEN', KEYS[1])
-if type(size) == 'table' then
-    if size.err and string.find(size.err, 'WRONGTYPE', 1, true) then return {-1} end
-    return redis.error_reply(size.err or 'STRLEN failed')
-end
-if size == 0 then return {} end
-if size > tonumber(ARGV[1]) then return {-2, size} end
-return {redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
-"""
-
-R = TypeVar("R")
-
-
-class Op(NamedTuple):
-    """One Redis operation of a flow: read (at most `ms` bytes), set_nx, set, delete, delete_if, renew
-    (to `ms`), or sleep (`ms`)."""
-
-    kind: str
-    name: str = ""
-    value: bytes = b""
-    ms: int = 0
-
-
-class Entry(NamedTuple):
-    """What `read` found: the value (None: none, or not readable) and its TTL in ms, or why not."""
-
-    value: bytes | None
-    ttl_ms: int = 0
-    problem: str | None = None
-
-
-Flow = Generator[Op, Any, R]
 # lookup outcomes: found it, hold the lease, fetch unguarded; FOREIGN: fetch, and leave the entry alone
 HIT, HOLD, ALONE, FOREIGN = "hit", "hold", "alone", "foreign"
-
-
-class Unavailable(Exception):
-    """Redis could not be used for this call (already logged); the caller goes on without it."""
-
-
-class DeadlineExceeded(TimeoutError):
-    """A Redis command did not complete within `COMMAND_DEADLINE`."""
 
 
 @dataclass
@@ -164,84 +92,6 @@ class Claim:
     renewer: Any = None  # the holder's renewal (a thread, or an asyncio task)
 
 
-@dataclass(frozen=True)
-class RedisParams:
-    """How to reach Redis, from an Airflow connection of type `redis` (as the Redis provider reads it)."""
-
-    conn_id: str
-    host: str
-    port: int
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}/{self.db} (connection {self.conn_id!r})"
-
-    def client_options(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "db": self.db,
-            "username": self.username,
-            "password": self.password,
-            "socket_timeout": SOCKET_TIMEOUT,
-            "socket_connect_timeout": SOCKET_TIMEOUT,
-            "health_check_interval": 0,
-            **self.ssl,
-        }
-
-    @classmethod
-    def from_airflow(cls, conn: Any) -> RedisParams:
-        """Read a connection of type `redis`; raises ValueError naming the field that is wrong."""
-        conn_id = str(getattr(conn, "conn_id", "") or "")
-        conn_type = str(getattr(conn, "conn_type", "") or "")
-        if conn_type != "redis":
-            raise ValueError(f"expected a connection of type 'redis', found {conn_type or 'no type'!r}")
-        extra_raw = getattr(conn, "extra", None) or {}
-        try:
-            extra = extra_raw if isinstance(extra_raw, Mapping) else json.loads(extra_raw)
-        except ValueError:
-            raise ValueError("extra: expected a JSON object, found text that is not valid JSON") from None
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"extra: expected a JSON object, found {type(extra).__name__}")
-        try:
-            port = int(getattr(conn, "port", None) or 6379)
-            db = int(extra.get("db") or 0)
-        except (TypeError, ValueError):
-            raise ValueError("port and extra db: expected whole numbers") from None
-        password = getattr(conn, "password", None) or None
-        if password is not None and str(password).lower() in ("none", "false"):
-            password = None  # as the Redis provider reads it
-        ssl: dict[str, Any] = {}
-        if _truthy(extra.get("ssl")):
-            ssl["ssl"] = True
-            reqs = str(extra.get("ssl_cert_reqs") or "required").lower()
-            if reqs not in ("required", "optional", "none"):
-                raise ValueError(f"extra ssl_cert_reqs: expected required, optional or none, found {reqs!r}")
-            ssl["ssl_cert_reqs"] = reqs
-            for name in ("ssl_ca_certs", "ssl_keyfile", "ssl_certfile"):
-                if extra.get(name):
-                    ssl[name] = str(extra[name])
-            if "ssl_check_hostname" in extra:
-                ssl["ssl_check_hostname"] = _truthy(extra["ssl_check_hostname"])
-        return cls(
-            conn_id=conn_id,
-            host=str(getattr(conn, "host", None) or "localhost"),
-            port=port,
-            db=db,
-            username=getattr(conn, "login", None) or None,
-            password=None if password is None else str(password),
-            ssl=ssl,
-        )
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
-
-
 def fernet_key_ids() -> tuple[str, ...]:
     """Ids of `[core] fernet_key`'s keys (primary first): a digest of each key, never the key."""
     return tuple(
@@ -250,7 +100,7 @@ def fernet_key_ids() -> tuple[str, ...]:
     )
 
 
-class SharedStore:
+class SharedStore(RedisClient):
     """Tokens in Redis for every host of a cluster; see the module's docstring for the protocol."""
 
     def __init__(
@@ -262,18 +112,14 @@ class SharedStore:
     ) -> None:
         if not key_ids:
             raise ValueError("no Fernet key id")
-        self.params = params
+        super().__init__(params)
         self.cipher = cipher
         self.key_ids = key_ids
         self.naming_key = names.naming_key() if naming_key is None else naming_key
         # bounds on what is read, set from the settings of the sources that use the store
         self.max_value_bytes = value_bound(int(option_default("max_token_response_bytes")))
         self.max_lifetime = float(option_default("max_token_lifetime"))
-        self._down_until = 0.0
-        self._failing = False
         self._foreign_said = False
-        self._client: Any = None
-        self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<SharedStore redis {self.params.where}>"
@@ -281,10 +127,6 @@ class SharedStore:
     def name(self, key: str, kind: str = "token") -> str:
         """The Redis key of a cache key's token or lease: a keyed hash of the cache key (`names`)."""
         return f"{PREFIX}{names.entry_name(key, self.naming_key)}:{kind}"
-
-    @property
-    def usable(self) -> bool:
-        return time.monotonic() >= self._down_until
 
     # -- what is stored ---------------------------------------------------------------------------
     def encode(self, key: str, token: Token) -> bytes:
@@ -478,36 +320,6 @@ class SharedStore:
         if self.usable:
             self._quietly(self._discard(key, token))
 
-    def _quietly(self, flow: Flow[None]) -> None:
-        with contextlib.suppress(Unavailable):
-            self._run(flow)
-
-    def client(self) -> Any:
-        """The process's sync client (a thread-safe connection pool; redis-py resets it after a fork)."""
-        with self._client_lock:
-            if self._client is None:
-                module = importlib.import_module("redis")
-                from redis.backoff import NoBackoff
-                from redis.retry import Retry
-
-                self._client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
-            return self._client
-
-    def _run(self, flow: Flow[R]) -> R:
-        try:
-            client = self.client()
-            op = next(flow)
-            while True:
-                op = flow.send(_within_deadline(client, op))
-        except StopIteration as stop:
-            self._ok()
-            result: R = stop.value
-            return result
-        except Exception as exc:
-            flow.close()
-            self._failed(exc)
-            raise Unavailable from None
-
     # -- the async client (the triggerer) ---------------------------------------------------------
     async def abegin(self, key: str, margin: float, lease: Lease) -> Claim:
         """`begin` for the event loop, through `redis.asyncio`; the holder renews in a task."""
@@ -559,64 +371,6 @@ class SharedStore:
         if self.usable:
             await self._aquietly(self._discard(key, token))
 
-    async def _aquietly(self, flow: Flow[None]) -> None:
-        with contextlib.suppress(Unavailable):
-            await self._arun(flow)
-
-    async def _arun(self, flow: Flow[R]) -> R:
-        """Carry a flow over a short-lived `redis.asyncio` client (its connections belong to this loop)."""
-        client: Any = None
-        try:
-            module = await _import_async()
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
-            op = next(flow)
-            while True:
-                if op.kind == "sleep":
-                    await asyncio.sleep(op.ms / 1000)
-                    result = None
-                else:  # connect (on the first command), send and the whole reply, within the deadline
-                    try:
-                        result = await asyncio.wait_for(_aexecute(client, op), COMMAND_DEADLINE)
-                    except TimeoutError:
-                        raise DeadlineExceeded(_late(op)) from None
-                op = flow.send(result)
-        except StopIteration as stop:
-            self._ok()
-            result = stop.value
-            return result  # type: ignore[no-any-return]
-        except Exception as exc:
-            flow.close()
-            self._failed(exc)
-            raise Unavailable from None
-        finally:
-            if client is not None:
-                with contextlib.suppress(Exception):  # closing a client of an unreachable Redis
-                    await client.aclose()
-
-    # -- health -----------------------------------------------------------------------------------
-    def _failed(self, exc: BaseException) -> None:
-        self._down_until = time.monotonic() + RETRY_AFTER
-        detail = redaction.redact_string(f"{type(exc).__name__}: {exc}", [self.params.password or ""])
-        if not self._failing:
-            self._failing = True
-            _warn_once(
-                "Custom token shared cache: Redis %s cannot be used (%s); tasks go on with the host and "
-                "process caches, and Redis is tried again every %g s",
-                self.params.where,
-                detail[:300],
-                RETRY_AFTER,
-            )
-        else:
-            log.debug("Custom token shared cache: Redis %s still unavailable (%s)", self.params.where, detail)
-
-    def _ok(self) -> None:
-        if self._failing:
-            self._failing = False
-            log.info("Custom token shared cache: Redis %s is reachable again", self.params.where)
-
 
 class _Renewer:
     """The sync holder's renewal: a daemon thread that extends the lease every `lease.renew_every`
@@ -641,223 +395,3 @@ class _Renewer:
                 return
             ms = round(min(self.lease.hold, left) * 1000)
             self.store._quietly(self.store._renew(self.claim.key, self.claim.holder, ms))
-
-
-def _late(op: Op) -> str:
-    return f"Redis did not complete {op.kind.upper()} within {COMMAND_DEADLINE:g} s"
-
-
-def _within_deadline(client: Any, op: Op) -> Any:
-    """`_execute` bounded by `COMMAND_DEADLINE` as a whole (redis-py's socket timeout bounds each
-    read, not the command): the command runs in a daemon thread; past the deadline its connections
-    are shut down, which ends the thread's read, and `DeadlineExceeded` is raised."""
-    if op.kind == "sleep":
-        time.sleep(op.ms / 1000)
-        return None
-    outcome: list[Any] = []
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            outcome.append((True, _execute(client, op)))
-        except BaseException as exc:  # handed to the caller
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="custom-token-redis", daemon=True).start()
-    if not done.wait(COMMAND_DEADLINE):
-        # shut the pool's connections down (in a thread of its own: the caller never waits on it)
-        threading.Thread(target=_disconnect, args=(client,), name="custom-token-redis", daemon=True).start()
-        raise DeadlineExceeded(_late(op))
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
-
-
-def _disconnect(client: Any) -> None:
-    with contextlib.suppress(Exception):
-        client.connection_pool.disconnect()
-
-
-def _entry(reply: Any) -> Entry:
-    """`READ_BOUNDED`'s reply as an `Entry`."""
-    if not reply:
-        return Entry(None)
-    if reply[0] == -1:
-        return Entry(None, problem="not a string value")
-    if reply[0] == -2:
-        return Entry(None, problem=f"a value of {reply[1]} bytes, larger than allowed; not read")
-    return Entry(bytes(reply[1]), int(reply[0]))
-
-
-def _execute(client: Any, op: Op) -> Any:
-    if op.kind == "read":
-        return _entry(client.eval(READ_BOUNDED, 1, op.name, op.ms))
-    if op.kind == "set_nx":
-        return bool(client.set(op.name, op.value, px=op.ms, nx=True))
-    if op.kind == "set":
-        return client.set(op.name, op.value, px=op.ms)
-    if op.kind == "delete":
-        return client.delete(op.name)
-    if op.kind == "delete_if":
-        return client.eval(DELETE_IF_EQUAL, 1, op.name, op.value)
-    if op.kind == "renew":
-        return client.eval(RENEW_IF_EQUAL, 1, op.name, op.value, op.ms)
-    raise ValueError(f"unknown operation {op.kind!r}")
-
-
-async def _aexecute(client: Any, op: Op) -> Any:
-    if op.kind == "read":
-        return _entry(await client.eval(READ_BOUNDED, 1, op.name, op.ms))
-    if op.kind == "set_nx":
-        return bool(await client.set(op.name, op.value, px=op.ms, nx=True))
-    if op.kind == "set":
-        return await client.set(op.name, op.value, px=op.ms)
-    if op.kind == "delete":
-        return await client.delete(op.name)
-    if op.kind == "delete_if":
-        return await client.eval(DELETE_IF_EQUAL, 1, op.name, op.value)
-    if op.kind == "renew":
-        return await client.eval(RENEW_IF_EQUAL, 1, op.name, op.value, op.ms)
-    raise ValueError(f"unknown operation {op.kind!r}")
-
-
-async def _import_async() -> ModuleType:
-    """`redis.asyncio`, imported in a worker thread the first time (it takes 100 ms or more)."""
-    module = sys.modules.get("redis.asyncio")
-    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
-        return module
-    return await asyncio.to_thread(importlib.import_module, "redis.asyncio")
-
-
-# ---------------------------------------------------------------------------------------------------
-# One store per process and connection
-
-_warned = False
-_resolved: dict[str, tuple[float, SharedStore | None]] = {}  # conn id -> (when, store)
-_resolve_lock = threading.Lock()
-_Lookups = dict[str, "asyncio.Future[SharedStore | None]"]
-_pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lookups] = weakref.WeakKeyDictionary()
-
-
-def _warn_once(message: str, *args: Any) -> None:
-    """The shared cache's one warning per process; later problems are logged at debug level."""
-    global _warned
-    if _warned:
-        log.debug(message, *args)
-        return
-    _warned = True
-    log.warning(message, *args)
-
-
-def _cached(conn_id: str) -> tuple[bool, SharedStore | None]:
-    entry = _resolved.get(conn_id)
-    if entry is None:
-        return False, None
-    when, store = entry
-    if store is None and time.monotonic() - when > RESOLVE_AGAIN:
-        return False, None
-    return True, store
-
-
-def _build(conn_id: str, conn: Any, cipher_factory: Callable[[], Any]) -> SharedStore | None:
-    if conn is None:
-        _warn_once(
-            "Custom token shared cache is off: [custom_token] shared_cache_conn_id names %r, "
-            "which is not a defined connection; define a connection of type 'redis'",
-            conn_id,
-        )
-        return None
-    try:
-        params = RedisParams.from_airflow(conn)
-    except ValueError as exc:
-        _warn_once("Custom token shared cache is off: connection %r: %s", conn_id, exc)
-        return None
-    if importlib.util.find_spec("redis") is None:
-        _warn_once("Custom token shared cache is off: the redis client is not installed (%s)", INSTALL_HINT)
-        return None
-    try:
-        cipher = cipher_factory()
-        key_ids = fernet_key_ids() if getattr(cipher, "is_encrypted", True) else ()
-    except Exception as exc:
-        _warn_once("Custom token shared cache is off: no usable Fernet key ([core] fernet_key): %s", exc)
-        return None
-    if not key_ids:
-        _warn_once(
-            "Custom token shared cache is off: no Fernet key is set ([core] fernet_key); "
-            "tokens are never stored in clear text"
-        )
-        return None
-    return SharedStore(params, cipher, key_ids)
-
-
-def shared_store(conn_id: str, cipher_factory: Callable[[], Any]) -> SharedStore | None:
-    """The process's store for the Redis connection `conn_id`, or None (said once) when it cannot be used."""
-    found, store = _cached(conn_id)
-    if found:
-        return store
-    with _resolve_lock:
-        found, store = _cached(conn_id)
-        if found:
-            return store
-        try:
-            from airflow_custom_token.compat import get_airflow_connection
-
-            conn = get_airflow_connection(conn_id)
-        except Exception as exc:
-            _warn_once("Custom token shared cache is off for now: cannot look up %r: %s", conn_id, exc)
-            store = None
-        else:
-            store = _build(conn_id, conn, cipher_factory)
-            if store is not None and store.params.password:
-                redaction.register(store.params.password)
-        _resolved[conn_id] = (time.monotonic(), store)
-        return store
-
-
-async def ashared_store(conn_id: str, cipher_factory: Callable[[], Any]) -> SharedStore | None:
-    """`shared_store` for the event loop: the connection is looked up with the async API, once for all
-    the triggers of the loop that ask at the same time."""
-    found, store = _cached(conn_id)
-    if found:
-        return store
-    pending = _pending.setdefault(asyncio.get_running_loop(), {})
-    lookup = pending.get(conn_id)
-    if lookup is None:
-        lookup = pending[conn_id] = asyncio.ensure_future(_aresolve(conn_id, cipher_factory))
-        lookup.add_done_callback(lambda _: pending.pop(conn_id, None))
-    return await asyncio.shield(lookup)
-
-
-async def _aresolve(conn_id: str, cipher_factory: Callable[[], Any]) -> SharedStore | None:
-    try:
-        from airflow_custom_token.compat import aget_airflow_connection
-
-        conn = await aget_airflow_connection(conn_id)
-    except Exception as exc:
-        _warn_once("Custom token shared cache is off for now: cannot look up %r: %s", conn_id, exc)
-        _resolved[conn_id] = (time.monotonic(), None)
-        return None
-    found, store = _cached(conn_id)  # a sync caller may have resolved it meanwhile
-    if found:
-        return store
-    # Fernet, the configuration and the client's presence: file reads and imports, off the event loop
-    store = await asyncio.to_thread(_build, conn_id, conn, cipher_factory)
-    if store is not None and store.params.password:
-        await redaction.aregister(store.params.password)
-    _resolved[conn_id] = (time.monotonic(), store)
-    return store
-
-
-def reset() -> None:
-    """Forget every store and warning of this process (tests and the bench)."""
-    global _warned
-    with _resolve_lock:
-        for _, store in _resolved.values():
-            if store is not None and store._client is not None:
-                with contextlib.suppress(Exception):
-                    store._client.close()
-        _resolved.clear()
-        _warned = False

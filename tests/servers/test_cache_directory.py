@@ -28,7 +28,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host, names
-from airflow_custom_token.cache.shared import Entry, RedisParams, SharedStore
+from airflow_custom_token.cache.redis_client import Entry, RedisParams
+from airflow_custom_token.cache.shared import SharedStore
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.token import Token

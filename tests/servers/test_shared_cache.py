@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from airflow_custom_token.cache import PROCESS_CACHE, shared
+from airflow_custom_token.cache import PROCESS_CACHE, redis_client, shared, shared_conn
 from airflow_custom_token.cache.process import Lease
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.token import Token
@@ -48,9 +48,9 @@ def redis(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterato
     redis_server.client().flushall()
     monkeypatch.setenv(f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}", redis_server.connection())
     monkeypatch.setenv(SHARED_ENV, SHARED_CONN_ID)
-    shared.reset()
+    shared_conn.reset()
     yield redis_server
-    shared.reset()
+    shared_conn.reset()
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_deferred_task_in_another_hosts_triggerer_uses_the_shared_token(demo, ac
     assert event["status"] == "success" and event["response"]["status"] == 200
     assert demo.stats()["token_requests"] == 1
     assert demo.api_log[-1]["headers"]["Authorization"] == f"Bearer {token}"
-    store = shared.shared_store(SHARED_CONN_ID, lambda: None)
+    store = shared_conn.shared_store(SHARED_CONN_ID, lambda: None)
     assert store is not None and store._client is None  # only redis.asyncio was used
 
 
@@ -295,7 +295,7 @@ def test_discard_deletes_only_while_redis_holds_that_token(demo, acme, redis):
 def test_entry_of_another_fernet_key_is_left_alone(demo, acme, redis, caplog):
     hook = CustomTokenHook(acme)
     foreign = shared.SharedStore(
-        shared.RedisParams(SHARED_CONN_ID, "127.0.0.1", redis.port, password=redis.password),
+        redis_client.RedisParams(SHARED_CONN_ID, "127.0.0.1", redis.port, password=redis.password),
         Fernet(Fernet.generate_key()),
         ("0123456789abcdef",),
     )
@@ -311,7 +311,7 @@ def test_entry_of_another_fernet_key_is_left_alone(demo, acme, redis, caplog):
 
 
 def test_shared_cache_is_used_again_when_redis_comes_back(demo, acme, redis, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(shared, "RETRY_AFTER", 0.3)
+    monkeypatch.setattr(redis_client, "RETRY_AFTER", 0.3)
     with RedisServer(tmp_path / "redis") as own:
         monkeypatch.setenv(f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}", own.connection())
         CustomTokenHook(acme).get_token()
@@ -370,7 +370,7 @@ def test_redis_connection_fields_as_the_redis_provider_reads_them():
         conn_id, conn_type, host, port, login, password = "r", "redis", "redis.internal", 6380, "app", "pw"
         extra = json.dumps({"db": 3, "ssl": "true", "ssl_cert_reqs": "none", "ssl_ca_certs": "/ca.pem"})
 
-    params = shared.RedisParams.from_airflow(Conn())
+    params = redis_client.RedisParams.from_airflow(Conn())
     options = params.client_options()
     assert (options["host"], options["port"], options["db"]) == ("redis.internal", 6380, 3)
     assert (options["username"], options["password"]) == ("app", "pw")
@@ -381,19 +381,19 @@ def test_redis_connection_fields_as_the_redis_provider_reads_them():
 
     Conn.conn_type = "http"
     with pytest.raises(ValueError, match="expected a connection of type 'redis', found 'http'"):
-        shared.RedisParams.from_airflow(Conn())
+        redis_client.RedisParams.from_airflow(Conn())
 
 
 def test_missing_connection_turns_the_shared_cache_off_with_one_warning(demo, acme, monkeypatch, caplog):
     monkeypatch.setenv(SHARED_ENV, "no_such_redis")
-    shared.reset()
+    shared_conn.reset()
     with caplog.at_level("WARNING"):
         assert CustomTokenHook(acme).run("/api/v1/whoami").status_code == 200
         PROCESS_CACHE.clear()
         CustomTokenHook(acme).get_token()
     assert caplog.text.count("shared cache is off") == 1
     assert "'no_such_redis', which is not a defined connection" in caplog.text
-    shared.reset()
+    shared_conn.reset()
 
 
 def test_acl_user_with_the_documented_permissions(demo, acme, redis, monkeypatch):
@@ -630,7 +630,7 @@ def test_value_over_the_bound_is_not_read_and_is_replaced(demo, acme, redis, mon
 def test_entry_of_another_fernet_key_disables_only_that_entry(demo, make_conn, redis, tmp_path, monkeypatch):
     a, b = _two_accounts(demo, make_conn)
     foreign = shared.SharedStore(
-        shared.RedisParams(SHARED_CONN_ID, "127.0.0.1", redis.port, password=redis.password),
+        redis_client.RedisParams(SHARED_CONN_ID, "127.0.0.1", redis.port, password=redis.password),
         Fernet(Fernet.generate_key()),
         ("0123456789abcdef",),
     )

@@ -492,7 +492,7 @@ def test_connections_that_read_the_answer_differently_do_not_share_a_cache_entry
 
 @pytest.fixture
 def redis(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from airflow_custom_token.cache import shared
+    from airflow_custom_token.cache import shared_conn
     from tests.cluster import SHARED_CONN_ID, SHARED_ENV, RedisServer
 
     if not RedisServer.available():
@@ -500,9 +500,9 @@ def redis(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     with RedisServer(tmp_path / "redis") as server:
         monkeypatch.setenv(f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}", server.connection())
         monkeypatch.setenv(SHARED_ENV, SHARED_CONN_ID)
-        shared.reset()
+        shared_conn.reset()
         yield server
-        shared.reset()
+        shared_conn.reset()
 
 
 def test_outputs_travel_through_the_shared_cache_encrypted(
@@ -521,7 +521,7 @@ def test_outputs_travel_through_the_shared_cache_encrypted(
 
 
 def test_a_shared_entry_without_the_outputs_is_replaced(demo: DemoServer, notes: str, redis: Any) -> None:
-    from airflow_custom_token.cache.shared import Entry
+    from airflow_custom_token.cache.redis_client import Entry
 
     hook = CustomTokenHook(notes)
     shared = hook.source.shared()
