@@ -303,7 +303,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "access_lifetime", "Default Lifetime (s)",
         "Lifetime in seconds assumed when the token answer states none; at most [custom_token] "
-        "max_token_lifetime.",
+        "max_token_lifetime (the default is cut to it).",
         "int", default=3600, minimum=1, unit=_SECONDS,
     ),
     ExtraField(

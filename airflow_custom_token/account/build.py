@@ -27,6 +27,7 @@ from airflow_custom_token.errors import (
 from airflow_custom_token.fields import (
     REDIRECT_URIS,
     STANDARD_FIELDS,
+    extra_field,
     option_default,
 )
 from airflow_custom_token.redaction import redact_string
@@ -280,9 +281,14 @@ def build_token_request(
 
 
 def check_lifetime(checked: Mapping[str, Any], max_lifetime: float) -> list[str]:
-    """`access_lifetime` within `[custom_token] max_token_lifetime`, which would cut it short anyway."""
+    """`access_lifetime` within `[custom_token] max_token_lifetime`, which would cut it short anyway.
+
+    The table's default (3600, which the form saves with every connection) is not a choice: under a
+    shorter `max_token_lifetime` it becomes that (`default_lifetime`), with no error.
+    """
     lifetime = checked["access_lifetime"]
-    if isinstance(lifetime, int) and lifetime > max_lifetime:
+    default = extra_field("access_lifetime").default
+    if isinstance(lifetime, int) and lifetime > max_lifetime and lifetime != default:
         return [
             f"access_lifetime: expected at most [custom_token] max_token_lifetime ({max_lifetime:g} s), "
             f"found {lifetime}"
@@ -309,9 +315,9 @@ def build_account(
     problems += found
     problems += check_token_location(checked)
     problems += check_transport(checked)
-    problems += check_lifetime(
-        checked, option_default("max_token_lifetime") if max_lifetime is None else max_lifetime
-    )
+    if max_lifetime is None:
+        max_lifetime = option_default("max_token_lifetime")
+    problems += check_lifetime(checked, max_lifetime)
     values, found = collect_values(merged, checked, task_parameters, redirect_uris)
     problems += found
     outputs, found = check_outputs(checked, values)
@@ -340,7 +346,7 @@ def build_account(
         token_request=token_request,
         response_path=str(checked["access_response_path"]),
         expiry_path=str(checked["access_expiry_path"]),
-        default_lifetime=int(checked["access_lifetime"]),
+        default_lifetime=int(min(checked["access_lifetime"], max_lifetime)),
         inject_as=checked["inject_as"],
         inject_name=rendered.inject_name,
         inject_segments=tuple(s or "" for s in rendered.inject_segments),

@@ -533,27 +533,30 @@ def test_build_account_joins_the_phases():
 
 
 @pytest.mark.parametrize(
-    ("lifetime", "max_lifetime", "problems"),
+    ("lifetime", "max_lifetime", "kept", "problems"),
     [
-        (86400, None, []),  # the default max_token_lifetime: a day
+        (86400, None, 86400, []),  # the default max_token_lifetime: a day
+        (3600, 600.0, 600, []),  # the table's default (the form saves it): cut to the maximum, no error
         (
             86401,
+            None,
             None,
             ["access_lifetime: expected at most [custom_token] max_token_lifetime (86400 s), found 86401"],
         ),
         (
             601,
             600.0,
+            None,
             ["access_lifetime: expected at most [custom_token] max_token_lifetime (600 s), found 601"],
         ),
     ],
 )
 def test_access_lifetime_is_within_max_token_lifetime(
-    lifetime: int, max_lifetime: float | None, problems: list[str]
+    lifetime: int, max_lifetime: float | None, kept: int | None, problems: list[str]
 ) -> None:
     chain = [conn(**EXTRA, access_lifetime=lifetime)]
     if not problems:
-        assert build_account(chain, max_lifetime=max_lifetime).default_lifetime == lifetime
+        assert build_account(chain, max_lifetime=max_lifetime).default_lifetime == kept
         return
     with pytest.raises(ConfigurationError) as caught:
         build_account(chain, max_lifetime=max_lifetime)
