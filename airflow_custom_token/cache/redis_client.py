@@ -3,10 +3,11 @@
 - `RedisParams`: an Airflow connection of type `redis` (host, port, password, login as the ACL user,
   extra `db`, `ssl`, `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`,
   `ssl_check_hostname`), read as the Redis provider reads it, as the `redis` client's options.
-- `Op` and `Entry`: the operations a flow yields (read, set_nx, set, delete, delete_if, renew, sleep)
-  and what a read finds; the Lua scripts behind read (`READ_BOUNDED`: STRLEN, then GET and PTTL in
-  one script, so a value is size-checked before it is read), delete_if and renew (compare-and-set).
-- `RedisClient`: carries a flow of operations over the sync client (a connection pool per process)
+- `Op` and `Entry`: the operations a sequence of `Commands` yields (read, set_nx, set, delete,
+  delete_if, renew, sleep) and what a read finds; the Lua scripts behind read (`READ_BOUNDED`:
+  STRLEN, then GET and PTTL in one script, so a value is size-checked before it is read), delete_if
+  and renew (compare-and-set).
+- `RedisClient`: carries a sequence of commands over the sync client (a connection pool per process)
   or over a short-lived `redis.asyncio` client in the event loop, and keeps the health of the Redis.
 
 Redis down, slow or refusing the password never fails a task: every command has an overall deadline
@@ -73,8 +74,8 @@ R = TypeVar("R")
 
 
 class Op(NamedTuple):
-    """One Redis operation of a flow: read (at most `ms` bytes), set_nx, set, delete, delete_if, renew
-    (to `ms`), or sleep (`ms`)."""
+    """One Redis operation of a sequence of commands: read (at most `ms` bytes), set_nx, set, delete,
+    delete_if, renew (to `ms`), or sleep (`ms`)."""
 
     kind: str
     name: str = ""
@@ -90,7 +91,7 @@ class Entry(NamedTuple):
     problem: str | None = None
 
 
-Flow = Generator[Op, Any, R]
+Commands = Generator[Op, Any, R]
 
 
 class Unavailable(Exception):
@@ -199,7 +200,7 @@ def forget_warning() -> None:
 
 
 class RedisClient:
-    """One Redis, reached with the sync client or with `redis.asyncio`: carries flows of operations
+    """One Redis, reached with the sync client or with `redis.asyncio`: carries sequences of commands
     (`_run`, `_arun`), each command within `COMMAND_DEADLINE`, and skips Redis for `RETRY_AFTER`
     seconds after a failure (`usable`)."""
 
@@ -215,9 +216,9 @@ class RedisClient:
         return time.monotonic() >= self._down_until
 
     # -- the sync client --------------------------------------------------------------------------
-    def _quietly(self, flow: Flow[None]) -> None:
+    def _quietly(self, commands: Commands[None]) -> None:
         with contextlib.suppress(Unavailable):
-            self._run(flow)
+            self._run(commands)
 
     def client(self) -> Any:
         """The process's sync client (a thread-safe connection pool; redis-py resets it after a fork)."""
@@ -231,30 +232,30 @@ class RedisClient:
                 self._client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
             return self._client
 
-    def _run(self, flow: Flow[R]) -> R:
-        """Carry a flow over the sync client, each command within `COMMAND_DEADLINE`; raises
+    def _run(self, commands: Commands[R]) -> R:
+        """Carry commands over the sync client, each command within `COMMAND_DEADLINE`; raises
         `Unavailable` (logged) when Redis fails."""
         try:
             client = self.client()
-            op = next(flow)
+            op = next(commands)
             while True:
-                op = flow.send(_within_deadline(client, op))
+                op = commands.send(_within_deadline(client, op))
         except StopIteration as stop:
             self._ok()
             result: R = stop.value
             return result
         except Exception as exc:
-            flow.close()
+            commands.close()
             self._failed(exc)
             raise Unavailable from None
 
     # -- the async client (the triggerer) ---------------------------------------------------------
-    async def _aquietly(self, flow: Flow[None]) -> None:
+    async def _aquietly(self, commands: Commands[None]) -> None:
         with contextlib.suppress(Unavailable):
-            await self._arun(flow)
+            await self._arun(commands)
 
-    async def _arun(self, flow: Flow[R]) -> R:
-        """Carry a flow over a short-lived `redis.asyncio` client (its connections belong to this loop)."""
+    async def _arun(self, commands: Commands[R]) -> R:
+        """Carry commands over a short-lived `redis.asyncio` client (its connections belong to this loop)."""
         client: Any = None
         try:
             module = await _import_async()  # optional, and 100 ms or more to import: see there
@@ -262,7 +263,7 @@ class RedisClient:
             from redis.backoff import NoBackoff
 
             client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
-            op = next(flow)
+            op = next(commands)
             while True:
                 if op.kind == "sleep":
                     await asyncio.sleep(op.ms / 1000)
@@ -272,13 +273,13 @@ class RedisClient:
                         result = await asyncio.wait_for(_aexecute(client, op), COMMAND_DEADLINE)
                     except TimeoutError:
                         raise DeadlineExceeded(_late(op)) from None
-                op = flow.send(result)
+                op = commands.send(result)
         except StopIteration as stop:
             self._ok()
             result = stop.value
             return result  # type: ignore[no-any-return]
         except Exception as exc:
-            flow.close()
+            commands.close()
             self._failed(exc)
             raise Unavailable from None
         finally:

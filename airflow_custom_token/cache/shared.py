@@ -58,7 +58,7 @@ from typing import Any
 
 from airflow_custom_token.cache import names
 from airflow_custom_token.cache.process import Lease
-from airflow_custom_token.cache.redis_client import Entry, Flow, Op, RedisClient, RedisParams, Unavailable
+from airflow_custom_token.cache.redis_client import Commands, Entry, Op, RedisClient, RedisParams, Unavailable
 from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import Token
 
@@ -213,7 +213,7 @@ class SharedStore(RedisClient):
             log.debug(message, name, self.params.where)
 
     # -- the protocol, written once ---------------------------------------------------------------
-    def _lookup(self, key: str, margin: float, lease: Lease) -> Flow[Claim]:
+    def _lookup(self, key: str, margin: float, lease: Lease) -> Commands[Claim]:
         """Find a fresh token, or take the lease to fetch one.
 
         A waiter gives each holder it sees `lease.longest` to write the token (a holder that dies stops
@@ -250,7 +250,7 @@ class SharedStore(RedisClient):
             yield Op("sleep", ms=round(pause * 1000))
             pause = min(pause * 2, MAX_POLL)
 
-    def _save(self, key: str, token: Token) -> Flow[None]:
+    def _save(self, key: str, token: Token) -> Commands[None]:
         ttl_ms = int(min(token.expires_at - time.time(), self.max_lifetime) * 1000)
         if ttl_ms <= 0:  # never longer than the token lives
             return
@@ -260,13 +260,13 @@ class SharedStore(RedisClient):
             return
         yield Op("set", self.name(key), value, ttl_ms)
 
-    def _release(self, key: str, holder: bytes) -> Flow[None]:
+    def _release(self, key: str, holder: bytes) -> Commands[None]:
         yield Op("delete_if", self.name(key, "lease"), holder)
 
-    def _renew(self, key: str, holder: bytes, ms: int) -> Flow[None]:
+    def _renew(self, key: str, holder: bytes, ms: int) -> Commands[None]:
         yield Op("renew", self.name(key, "lease"), holder, ms)
 
-    def _discard(self, key: str, token: Token | None) -> Flow[None]:
+    def _discard(self, key: str, token: Token | None) -> Commands[None]:
         name = self.name(key)
         entry = yield Op("read", name, ms=self.max_value_bytes)
         if entry.value is None and entry.problem is None:
