@@ -113,7 +113,8 @@ def import_first(name: str, *modules: str) -> Any:
 def _airflow_version() -> tuple[int, int, int]:
     from airflow import __version__
 
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in __version__.split(".")[:3]]
+    # a pre-release's micro is its leading digits ("3.4.0b2": 0, not the digits of "0b2", 2)
+    parts = [int(re.sub(r"\D.*", "", p) or 0) for p in __version__.split(".")[:3]]
     major, minor, micro = (*parts, 0, 0)[:3]
     return major, minor, micro
 

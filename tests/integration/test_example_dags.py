@@ -21,6 +21,7 @@ from cryptography.fernet import Fernet
 import airflow_custom_token.demo.connections as example_dags
 from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.demo.server import ITEMS
+from tests.airflow_names import xcom_return_values
 from tests.paths import EXAMPLE_DAGS
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -57,10 +58,7 @@ class AirflowHome:
             run_id, state = conn.execute(
                 "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
             ).fetchone()
-            rows = conn.execute(
-                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                (dag_id, run_id),
-            ).fetchall()
+            rows = xcom_return_values(conn, dag_id, run_id)
         return state, {task_id: json.loads(value) for task_id, value in rows}
 
 

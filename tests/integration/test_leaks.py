@@ -35,6 +35,7 @@ from airflow_custom_token.demo import DemoServer
 from airflow_custom_token.errors import CustomTokenError, RequestError
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
+from tests.airflow_names import xcom_return_values
 from tests.conftest import demo_extra
 from tests.paths import EXAMPLE_DAGS
 from tests.triggering import first_event
@@ -320,9 +321,7 @@ class LeakRun:
 
     def xcoms(self, dag_id: str) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True) as conn:
-            rows = conn.execute(
-                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND key = 'return_value'", (dag_id,)
-            ).fetchall()
+            rows = xcom_return_values(conn, dag_id)
         return {task: json.loads(value) for task, value in rows}
 
     def task_states(self, dag_id: str) -> dict[str, str]:

@@ -1,13 +1,16 @@
-"""`airflow_custom_token.compat` on the running Airflow release (scripts/test-matrix runs it on 3.0, 3.1, 3.2;
-scripts/test on 3.3): each name is what that release itself uses, masking is never a silent no-op, and
-the triggerer's connection lookup and masking go through the release's own supervisor comms.
+"""`airflow_custom_token.compat` on the running Airflow release (scripts/test-matrix runs it on 3.0, 3.1,
+3.2, 3.4; scripts/test on 3.3): each name is what that release itself uses, masking is never a silent
+no-op, the triggerer's connection lookup and masking go through the release's own supervisor comms, and
+each version gate fails loudly when the internals it relies on move.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -435,3 +438,81 @@ def test_what_the_form_saves_builds_an_account(
     assert account.token_request.url == "https://auth.example.com/oauth2/token"
     assert account.token_request.method == "POST"
     assert account.refresh_on == (401,) or list(account.refresh_on) == [401]
+
+
+# -- the version gates: each fails loudly when the Airflow internals it relies on move --------------------
+
+
+def test_airflow_version_is_the_release_numbers() -> None:
+    """A pre-release (3.4.0b2) is its release's numbers (3, 4, 0): every gate compares them."""
+    from airflow import __version__
+    from packaging.version import Version
+
+    assert compat.AIRFLOW_VERSION == (*Version(__version__).release, 0, 0)[:3], __version__
+
+
+def test_the_masker_is_the_one_update_masker_knows() -> None:
+    """`local_masker` (3.1 on: `airflow.sdk._shared.secrets_masker`; a set `patterns`, one regex `replacer`)
+    finds this release's masker, and it is the one `airflow.sdk.log.mask_secret` feeds: were it moved or
+    reshaped, `update_masker` would silently fall back to one compile per value, or change a dead masker."""
+    import airflow.sdk.log as sdk_log
+
+    if compat.AIRFLOW_VERSION >= (3, 1, 0):
+        from airflow.sdk._shared.secrets_masker import _secrets_masker
+    else:
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+    masker = compat.local_masker()
+
+    assert masker is not None, f"Airflow {RELEASE}'s masker is not the one compat.update_masker knows"
+    assert masker is _secrets_masker()
+    before = set(masker.patterns)
+    sdk_log.mask_secret("gate-masker-value-4e1f")
+    assert set(masker.patterns) - before == {re.escape("gate-masker-value-4e1f")}
+    assert compat.update_masker(["gate-update-value-4e1f"]) is True
+    assert masker.replacer.sub("***", "a gate-update-value-4e1f b") == "a *** b"
+    assert airflow_redact("a gate-update-value-4e1f b") == "a *** b"
+
+
+def test_amask_secret_is_where_compat_looks() -> None:
+    """`compat.amask_secret` takes the stock `airflow.sdk.log.amask_secret` from 3.3 on (before, a worker
+    thread): a release that moved it would quietly take the thread."""
+    import airflow.sdk.log as sdk_log
+
+    stock = getattr(sdk_log, "amask_secret", None)
+    if compat.AIRFLOW_VERSION >= (3, 3, 0):
+        assert stock is not None and inspect.iscoroutinefunction(stock), f"Airflow {RELEASE}"
+    else:
+        assert stock is None, f"Airflow {RELEASE} has amask_secret: compat.amask_secret would use it"
+
+
+def test_stock_async_lookup_gate() -> None:
+    """`aget_airflow_connection` uses the stock `BaseHook.aget_connection` when `Connection.aextra_dejson`
+    exists (3.3.2 on), a worker thread before: each release must fall on the side compat expects."""
+    from airflow.sdk import Connection
+
+    assert compat._stock_async_lookup_is_safe() is (compat.AIRFLOW_VERSION >= (3, 3, 2)), RELEASE
+    if compat.AIRFLOW_VERSION >= (3, 1, 0):
+        assert inspect.iscoroutinefunction(compat.BaseHook.aget_connection)
+    if compat.AIRFLOW_VERSION >= (3, 3, 2):
+        assert inspect.iscoroutinefunction(Connection.aextra_dejson)
+
+
+def test_the_form_comes_from_where_compat_says(hook_meta: dict[str, Any]) -> None:
+    """3.2 and later build the form from the provider info's `conn-fields` (every schema keyword it
+    declares, `pattern` and `minimum` included); 3.0 and 3.1 from the hook's own methods, which
+    `CustomTokenHook` defines in its own class dict (what their providers manager reads)."""
+    from airflow_custom_token.get_provider_info import get_provider_info
+    from airflow_custom_token.hooks.custom_token import CustomTokenHook
+
+    [conn_type] = get_provider_info()["connection-types"]
+    declared = conn_type["conn-fields"]
+    shown = hook_meta["extra_fields"]
+    if compat.AIRFLOW_VERSION >= (3, 2, 0):
+        differing = {
+            key: shown[key]["schema"]
+            for key, field in declared.items()
+            if any(shown[key]["schema"].get(k) != v for k, v in field["schema"].items())
+        }
+        assert not differing, f"Airflow {RELEASE} did not build the form from conn-fields: {differing}"
+    else:
+        assert {"get_connection_form_widgets", "get_ui_field_behaviour"} <= set(vars(CustomTokenHook))
