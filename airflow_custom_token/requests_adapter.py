@@ -53,12 +53,15 @@ class RulesAuth(AuthBase):
 def as_api_request(r: requests.PreparedRequest) -> ApiRequest:
     """What the rules see of a prepared request (its body stays requests')."""
     body = r.body
+    headers = tuple(r.headers.items())
+    if not all(type(k) is str and type(v) is str for k, v in headers):
+        headers = tuple((_text(k), _text(v)) for k, v in headers)
     return ApiRequest(
-        method=(r.method or "GET").upper(),
-        url=r.url or "",
-        headers=tuple((_text(k), _text(v)) for k, v in r.headers.items()),
-        body=body,
-        replayable=body is None or isinstance(body, bytes | str),
+        (r.method or "GET").upper(),
+        r.url or "",
+        headers,
+        body,
+        body is None or isinstance(body, bytes | str),
     )
 
 
@@ -76,7 +79,7 @@ def apply(r: requests.PreparedRequest, request: ApiRequest) -> None:
     """Make `r` the request the rules yielded."""
     r.method = request.method
     r.url = request.url
-    r.headers = CaseInsensitiveDict(dict(request.headers))
+    r.headers = CaseInsensitiveDict(request.headers)
     r.body = request.body
 
 
