@@ -423,7 +423,8 @@ class CustomTokenAsyncHook(_CustomTokenBaseHook):
         `extra_options`: `check_response`, `timeout`.
         """
         options = dict(extra_options or {})
-        self._refuse(request_options.extra_options_problems(options, "async"))
+        if options.keys() - {"check_response"}:  # `check_response` alone is always valid
+            self._refuse(request_options.extra_options_problems(options, "async"))
         if self._client is None:
             async with self.session():
                 return await self.run(
