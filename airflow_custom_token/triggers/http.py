@@ -244,11 +244,13 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
                     answer = await self._answer(hook)
                     if answer.status not in self.not_yet_codes:
                         break  # only this answer becomes the event: the "not yet" ones are never redacted
+                    status = answer.status
+                    del answer  # not held while waiting: a thousand triggers' answers would outlive two GCs
                     self.log.info(
                         "%s %s answered %s (not yet); next request in %s s",
                         self.method,
                         self.endpoint,
-                        answer.status,
+                        status,
                         self.poke_interval,
                     )
                     await asyncio.sleep(self.poke_interval)
