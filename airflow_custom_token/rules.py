@@ -148,18 +148,42 @@ def inject(account: ConnectedAccount, request: ApiRequest, token: Token) -> ApiR
     The request's own headers win over the request parameters; the token header replaces a header of
     the same name.
     """
-    headers, query = account.credentials(token.value, token.outputs)
+    headers, query, secrets = _credentials(account, token)
     token_header = account.inject_name.lower() if account.inject_as == "header" else None
     own = {name.lower() for name, _ in request.headers}
     added = [(n, v) for n, v in headers if n.lower() == token_header or n.lower() not in own]
     names = {n.lower() for n, _ in added}
     kept = [(n, v) for n, v in request.headers if n.lower() not in names]
-    return replace(
-        request,
-        url=add_query(request.url, query),
-        headers=(*kept, *added),
-        secrets=account.token_values(token.value, token.outputs),
+    return ApiRequest(
+        request.method,
+        add_query(request.url, query),
+        (*kept, *added),
+        request.body,
+        request.replayable,
+        secrets,
     )
+
+
+# The credentials of the last few (account, token) pairs: rendered once per token, not per request.
+_CREDENTIALS: dict[tuple[int, int], tuple[Any, ...]] = {}
+_CREDENTIALS_KEPT = 64
+
+
+def _credentials(
+    account: ConnectedAccount, token: Token
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """`account.credentials` and `account.token_values` for `token`, computed once per token (both are
+    frozen: the entry keeps them, so that their ids stay theirs while it is cached)."""
+    key = (id(account), id(token))
+    found = _CREDENTIALS.get(key)
+    if found is not None and found[0] is account and found[1] is token:
+        return found[2], found[3], found[4]
+    headers, query = account.credentials(token.value, token.outputs)
+    secrets = account.token_values(token.value, token.outputs)
+    if len(_CREDENTIALS) >= _CREDENTIALS_KEPT:
+        _CREDENTIALS.clear()
+    _CREDENTIALS[key] = (account, token, tuple(headers), tuple(query), secrets)
+    return tuple(headers), tuple(query), secrets
 
 
 def uninjected(account: ConnectedAccount, request: ApiRequest) -> ApiRequest:
@@ -190,8 +214,10 @@ def redirected(
     account: ConnectedAccount, request: ApiRequest, head: Head, carried: bool
 ) -> ApiRequest | None:
     """The (un-injected) request a redirect leads to, or None if `head` is not a redirect."""
+    if head.status not in REDIRECT_STATUSES:
+        return None
     location = head.headers.get("location")
-    if head.status not in REDIRECT_STATUSES or not location:
+    if not location:
         return None
     try:  # `http://[::1/x` (an unclosed bracket) or a port out of range cannot be followed
         target = urljoin(request.url, location.strip())

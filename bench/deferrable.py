@@ -3,7 +3,12 @@
 `triggers` copies of `CustomTokenHttpSensorTrigger` poll `GET /api/v1/reports/<name>?ready_after=K`
 (404 "not yet" until K seconds after the server's clock was reset, then 200) every `poke_interval`
 seconds, all in one event loop, as in a triggerer. When the trigger class is not importable, the same
-pattern is driven with `AsyncCustomTokenClient` directly (`driver: client`).
+pattern is driven with `AsyncCustomTokenClient` directly (`driver: client`). With `driver: airflow`,
+the same number of the http provider's `HttpSensorTrigger` poll the same API over a plain `http`
+connection with a fixed `Authorization` header (no token work): Airflow's own figure, for comparison.
+
+Client CPU per poke is the process's CPU time (every thread: the loop's, aiohttp's resolver, the worker
+threads of `asyncio.to_thread`) while the triggers run, divided by the API requests the server saw.
 
 A ticker task sleeps 10 ms in a loop and records how late it wakes up: the event loop's lag. Anything
 that blocks the loop (file locks, imports, CPU-heavy work on the loop thread) shows up there. It also
@@ -19,6 +24,7 @@ cache's async client; the result says so (`shared_cache`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -30,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from types import CodeType, FrameType
 from typing import Any
 
-from bench.common import CONN_ID, ScenarioConfig, median, percentile, scenario_main
+from bench.common import CONN_ID, HTTP_CONN_ID, ScenarioConfig, median, percentile, scenario_main
 
 TICK = 0.010
 STALL = 0.020  # the loop is "stalled" when the ticker is this much later than its 10 ms
@@ -196,6 +202,32 @@ def trigger_waiters(
     return [waiter(i) for i in range(count)]
 
 
+def airflow_waiters(
+    count: int, ready_after: float, poke_interval: float, token: str
+) -> list[Callable[[], Awaitable[Any]]]:
+    """One waiter per `HttpSensorTrigger` of the http provider (a fixed bearer header, no token work)."""
+    from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+    header = {"Authorization": f"Bearer {token}"}
+
+    def waiter(i: int) -> Callable[[], Awaitable[Any]]:
+        trigger = HttpSensorTrigger(
+            endpoint=f"/api/v1/reports/r{i}?ready_after={ready_after}",
+            http_conn_id=HTTP_CONN_ID,
+            headers=header,
+            poke_interval=poke_interval,
+        )
+
+        async def wait() -> Any:
+            async for event in trigger.run():  # it fires with True on the first answer that is not 404
+                return {"status": "success", "response": {"status": 200}} if event.payload is True else None
+            return None
+
+        return wait
+
+    return [waiter(i) for i in range(count)]
+
+
 def client_waiters(
     count: int, ready_after: float, poke_interval: float
 ) -> list[Callable[[], Awaitable[Any]]]:
@@ -246,18 +278,20 @@ async def measure(waiters: list[Callable[[], Awaitable[Any]]], stagger: float = 
             if ticks % 5 == 0:  # about every 50 ms
                 rss["peak"] = max(rss["peak"], rss_bytes())
 
+    gc.collect()  # every run starts from a collected heap (as bench.clients' rounds do)
     sampler = StallSampler(threading.get_ident())
     sampler.start()
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
     rss_before = rss["peak"] = rss_bytes()
-    began, began_cpu = time.perf_counter(), time.thread_time()
+    began, began_cpu, began_process = time.perf_counter(), time.thread_time(), time.process_time()
     with CallbackTimer() as callbacks:
         events = await asyncio.gather(
             *(_after(i * stagger / len(waiters), wait) for i, wait in enumerate(waiters)),
             return_exceptions=True,
         )
     elapsed, loop_cpu = time.perf_counter() - began, time.thread_time() - began_cpu
+    process_cpu = time.process_time() - began_process
     done.set()
     await tick
     sampler.stop.set()
@@ -276,6 +310,7 @@ async def measure(waiters: list[Callable[[], Awaitable[Any]]], stagger: float = 
     return {
         "elapsed_s": elapsed,
         "loop_cpu_s": loop_cpu,
+        "process_cpu_s": process_cpu,
         "max_lag_ms": worst * 1e3,
         "max_lag_at_s": worst_at,
         "p99_lag_ms": percentile(values, 0.99) * 1e3,
@@ -318,8 +353,13 @@ def run(config: ScenarioConfig) -> dict[str, Any]:
             driver = "trigger" if hasattr(triggers, "CustomTokenHttpSensorTrigger") else "client"
         except ImportError:
             driver = "client"
-    build = trigger_waiters if driver == "trigger" else client_waiters
-    waiters = build(count, ready_after, poke_interval)
+    if driver == "airflow":
+        from bench.servers import fetch_token
+
+        waiters = airflow_waiters(count, ready_after, poke_interval, fetch_token(config.server_url))
+    else:
+        build = trigger_waiters if driver == "trigger" else client_waiters
+        waiters = build(count, ready_after, poke_interval)
     _control(config.server_url, "/_control/reset", "POST")  # starts the reports' clock
     stagger = float(config.options.get("stagger", 0.0))
     result = asyncio.run(measure(waiters, stagger))
@@ -337,6 +377,7 @@ def run(config: ScenarioConfig) -> dict[str, Any]:
         "token_requests": stats["token_requests"],
         "api_requests": stats["api_requests"],
         "loop_cpu_per_api_request_us": result["loop_cpu_s"] / max(1, stats["api_requests"]) * 1e6,
+        "cpu_per_poke_us": result["process_cpu_s"] / max(1, stats["api_requests"]) * 1e6,
         "rejected": stats["rejected"],
     }
 

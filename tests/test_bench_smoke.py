@@ -89,10 +89,18 @@ def test_get_token_imports_and_deferrable_figures(quick_run):
     assert get_token["process_cache_us"] > 0 and get_token["host_cache_us"] > 0
     assert get_token["first_call"]["first_us"] > 0
     assert [row["module"] for row in results["imports"]] == IMPORTED
-    [deferred] = results["deferrable"]
+    ours = [row for row in results["deferrable"] if row["trigger"] == "CustomTokenHttpSensorTrigger"]
+    theirs = [row for row in results["deferrable"] if row["trigger"] == "HttpSensorTrigger"]
+    [deferred], [airflow] = ours, theirs  # the http provider's trigger in the same run, for comparison
     assert deferred["token_requests"] >= 1
     assert sum(deferred["outcomes"].values()) == deferred["triggers"]
+    assert airflow["outcomes"] == {"success 200": airflow["triggers"]}
+    assert deferred["cpu_per_poke_us"] > 0 and airflow["cpu_per_poke_us"] > 0
     assert {target["name"] for target in results["targets"]} >= {
         "get_token(), warm process cache",
         "get_token(), warm host cache",
+        "CustomTokenHook.run vs the floor",
+        "CustomTokenHook.get_conn() session vs the floor",
+        "Deferrable: CPU per poke vs HttpSensorTrigger",
+        "Deferrable: longest callback of CustomTokenHttpSensorTrigger",
     }

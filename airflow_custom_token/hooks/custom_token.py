@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as json_module
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -162,10 +163,11 @@ class CustomTokenHook(_CustomTokenBaseHook):
         An idempotent request is retried as the connection's `request_retries` says.
         """
         options = dict(extra_options or {})
-        self._refuse(
-            request_options.extra_options_problems(options, "sync")
-            + request_options.request_kwargs_problems(request_kwargs)
-        )
+        if options or request_kwargs:  # nothing to check otherwise
+            self._refuse(
+                request_options.extra_options_problems(options, "sync")
+                + request_options.request_kwargs_problems(request_kwargs)
+            )
         check = options.pop("check_response", True)
         account = self.account
         url, headers, params = account.render_request(endpoint, headers, params)
@@ -173,7 +175,8 @@ class CustomTokenHook(_CustomTokenBaseHook):
             self._session = self.get_conn()
         options.setdefault("timeout", account.api_timeout)
         method = method.upper()
-        self.log.debug("Sending %s %s", method, masked_url(url, account.secrets))
+        if self.log.isEnabledFor(logging.DEBUG):  # the masked URL costs more than the message
+            self.log.debug("Sending %s %s", method, masked_url(url, account.secrets))
         stream = bool(options.get("stream"))
         options["stream"] = True  # an error answer is read only as far as its excerpt (describe_failure)
         try:
@@ -420,7 +423,8 @@ class CustomTokenAsyncHook(_CustomTokenBaseHook):
         `extra_options`: `check_response`, `timeout`.
         """
         options = dict(extra_options or {})
-        self._refuse(request_options.extra_options_problems(options, "async"))
+        if options.keys() - {"check_response"}:  # `check_response` alone is always valid
+            self._refuse(request_options.extra_options_problems(options, "async"))
         if self._client is None:
             async with self.session():
                 return await self.run(

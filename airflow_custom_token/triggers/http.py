@@ -145,10 +145,14 @@ class _RequestTrigger(BaseTrigger):
     async def _send(self, hook: CustomTokenAsyncHook) -> dict[str, Any]:
         """Send the request once (the hook refreshes the token once on `refresh_on`, and retries as the
         connection's `request_retries` says); the answer as an event's `response`, whatever its status."""
+        return response_to_event(await self._answer(hook), secrets=hook.secrets)
+
+    async def _answer(self, hook: CustomTokenAsyncHook) -> AsyncResponse:
+        """`_send`'s answer, before it becomes an event's `response`."""
         options: dict[str, Any] = {"check_response": False}
         if self.extra_options.get("timeout"):
             options["timeout"] = self.extra_options["timeout"]
-        response = await hook.run(
+        return await hook.run(
             self.endpoint,
             self.method,
             params=self.query_params,
@@ -157,7 +161,6 @@ class _RequestTrigger(BaseTrigger):
             json=self.json,
             extra_options=options,
         )
-        return response_to_event(response, secrets=hook.secrets)
 
     def _event(self, payload: dict[str, Any], hook: CustomTokenAsyncHook) -> TriggerEvent:
         event: dict[str, Any] = redaction.redact({**payload, "carry": self.carry}, hook.secrets)
@@ -238,18 +241,20 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
         try:
             async with hook.session():
                 while True:
-                    response = await self._send(hook)
-                    if response["status"] not in self.not_yet_codes:
-                        break
+                    answer = await self._answer(hook)
+                    if answer.status not in self.not_yet_codes:
+                        break  # only this answer becomes the event: the "not yet" ones are never redacted
+                    status = answer.status
+                    del answer  # not held while waiting: a thousand triggers' answers would outlive two GCs
                     self.log.info(
                         "%s %s answered %s (not yet); next request in %s s",
                         self.method,
                         self.endpoint,
-                        response["status"],
+                        status,
                         self.poke_interval,
                     )
                     await asyncio.sleep(self.poke_interval)
-            payload = {"status": "success", "response": response}
+            payload = {"status": "success", "response": response_to_event(answer, secrets=hook.secrets)}
         except Exception as exc:
             payload = {"status": "error", "message": _message(exc)}
         yield self._event(payload, hook)

@@ -423,3 +423,16 @@ def test_without_following_a_redirect_is_the_answer_and_names_the_next_hop() -> 
 
     assert drive.result is not None and drive.result.redirect is not None
     assert drive.result.redirect.url == f"{HOST}/moved?x=1"  # un-injected: the token is added per hop
+
+
+def test_credentials_are_rendered_once_per_token_and_never_cross_tokens_or_accounts() -> None:
+    """`inject` remembers the rendered credentials of a token: the same values for the same token, a
+    new token's (or another account's) never the last one's."""
+    account, other = make_account("bearer"), make_account("bearer", inject_template="Token {token}")
+    request = ApiRequest("GET", f"{HOST}/v1/items")
+    first, again = rules.inject(account, request, T1), rules.inject(account, request, T1)
+    assert first == again and first.secrets == again.secrets
+    assert first.header("Authorization") == "Bearer tok-one-111"
+    assert rules.inject(account, request, T2).header("Authorization") == "Bearer tok-two-222"
+    assert rules.inject(other, request, T1).header("Authorization") == "Token tok-one-111"
+    assert rules.inject(account, request, token("tok-one-111")).secrets == first.secrets  # equal, not same
