@@ -26,7 +26,9 @@ import asyncio
 import importlib
 import inspect
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +48,9 @@ __all__ = [
     "response_from_event",
     "response_to_event",
 ]
+
+#: Seconds between two INFO lines of one sensor trigger's "not yet" answers (the others are DEBUG).
+NOT_YET_LOG_EVERY = 60.0
 
 
 def response_to_event(response: AsyncResponse, *, secrets: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -240,17 +245,26 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
         hook = self._hook()
         try:
             async with hook.session():
+                pokes, logged = 0, -math.inf
                 while True:
                     answer = await self._answer(hook)
                     if answer.status not in self.not_yet_codes:
                         break  # only this answer becomes the event: the "not yet" ones are never redacted
                     status = answer.status
                     del answer  # not held while waiting: a thousand triggers' answers would outlive two GCs
-                    self.log.info(
-                        "%s %s answered %s (not yet); next request in %s s",
+                    pokes += 1
+                    # the first "not yet", then one line a minute at INFO (1000 triggers poking every 5 s
+                    # would write 200 lines a second, and the logging cost as much as the pokes)
+                    level = logging.INFO if time.monotonic() - logged >= NOT_YET_LOG_EVERY else logging.DEBUG
+                    if level == logging.INFO:
+                        logged = time.monotonic()
+                    self.log.log(
+                        level,
+                        "%s %s answered %s (not yet, %d so far); next request in %s s",
                         self.method,
                         self.endpoint,
                         status,
+                        pokes,
                         self.poke_interval,
                     )
                     await asyncio.sleep(self.poke_interval)
