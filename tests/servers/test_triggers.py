@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -220,3 +221,34 @@ def test_sensor_trigger_custom_not_yet_codes(demo: DemoServer, acme: str) -> Non
 def test_trigger_refuses_requests_only_options() -> None:
     with pytest.raises(ValueError, match="stream"):
         CustomTokenHttpTrigger(custom_token_conn_id="x", extra_options={"stream": True})
+
+
+def test_sensor_trigger_logs_not_yet_at_info_once_a_minute(
+    demo: DemoServer, acme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1000 triggers poking every 5 s must not write 200 INFO lines a second: the first "not yet" of a
+    trigger at INFO, then one a minute; the others at DEBUG."""
+    lines: list[tuple[int, str]] = []
+
+    class Recorder:
+        def log(self, level: int, message: str, *args: Any) -> None:
+            lines.append((level, message % args))
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(CustomTokenHttpSensorTrigger, "log", property(lambda self: Recorder()))
+    CustomTokenHook(acme).get_token()
+    demo.reset()  # the report exists 1 s from now
+    trigger = CustomTokenHttpSensorTrigger(
+        custom_token_conn_id=acme,
+        endpoint="/api/v1/reports/daily",
+        query_params={"ready_after": 1.0},
+        poke_interval=0.1,
+    )
+    assert first_event(trigger)["status"] == "success"
+
+    not_yet = [(level, text) for level, text in lines if "(not yet" in text]
+    assert len(not_yet) >= 3, lines
+    assert not_yet[0][0] == logging.INFO and "answered 404 (not yet, 1 so far)" in not_yet[0][1]
+    assert {level for level, _ in not_yet[1:]} == {logging.DEBUG}
