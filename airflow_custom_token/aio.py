@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from airflow_custom_token import redaction, rules
 from airflow_custom_token.account.urls import add_query
+from airflow_custom_token.bounded import BoundedBody
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.retry import RetryPolicy
 from airflow_custom_token.rules import ApiRequest, Head
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import assl, proxy_for, tls_hint
-from airflow_custom_token.token import BoundedBody, Token
+from airflow_custom_token.token import Token
 from airflow_custom_token.wire import (
     CHUNK_BYTES,
     HttpRequest,
@@ -88,7 +89,7 @@ class AsyncCustomTokenClient:
         return f"<AsyncCustomTokenClient {self.account.describe()}>"
 
     async def _send_token(self, request: HttpRequest) -> HttpResponse:
-        """Carry a token request: its answer read as `flow.BoundedBody` says (bounded, one deadline)."""
+        """Carry a token request: its answer read as `bounded.BoundedBody` says (bounded, one deadline)."""
         redaction.remember(*self.account.secrets)  # masked in the HTTP clients' logs from now on
         bounded = BoundedBody(request, self.source.limits, self.account.secrets)
         return await self._send(request, bounded=bounded)

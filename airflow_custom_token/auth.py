@@ -26,6 +26,7 @@ import urllib3
 
 from airflow_custom_token import connections, redaction, rules
 from airflow_custom_token.account import ConnectedAccount, RawConnection
+from airflow_custom_token.bounded import BoundedBody
 from airflow_custom_token.requests_adapter import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
@@ -39,7 +40,7 @@ from airflow_custom_token.session import AccountSession, authenticated_session
 from airflow_custom_token.settings import Settings, load_settings
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import requests_options, tls_hint
-from airflow_custom_token.token import BoundedBody, Token, TokenLimits
+from airflow_custom_token.token import Token, TokenLimits
 from airflow_custom_token.wire import CHUNK_BYTES, HttpRequest, HttpResponse, transport_error
 
 __all__ = [
@@ -63,7 +64,7 @@ def send_with_requests(
 ) -> Any:
     """A `send` for `TokenSource`: carries a token request over `session` (never following a redirect).
 
-    The answer is read as `flow.BoundedBody` says (bounded size, one deadline for the whole request),
+    The answer is read as `bounded.BoundedBody` says (bounded size, one deadline for the whole request),
     with `read1`: it returns what has arrived (decompressed), so that a trickling server meets the deadline.
     With `account`, its transport settings apply (client certificate, CA bundle, proxies).
     """
