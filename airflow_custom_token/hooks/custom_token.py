@@ -17,7 +17,7 @@ import requests
 import tenacity
 from requests.structures import CaseInsensitiveDict
 
-from airflow_custom_token import compat, connections, redaction
+from airflow_custom_token import connections, redaction
 from airflow_custom_token import options as request_options
 from airflow_custom_token.account import ConnectedAccount
 from airflow_custom_token.account.urls import masked_url
@@ -32,6 +32,7 @@ from airflow_custom_token.errors import (
     TokenResponseError,
 )
 from airflow_custom_token.fields import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_custom_token.hooks import form
 from airflow_custom_token.settings import Settings, load_settings
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import tls_hint
@@ -90,12 +91,12 @@ class CustomTokenHook(_CustomTokenBaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The extra fields of the form, generated from the field table (`fields.EXTRA_FIELDS`)."""
-        return compat.connection_form_widgets()
+        return form.connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hidden, relabeled and placeholder texts of the standard fields, from the field table."""
-        return compat.ui_field_behaviour()
+        return form.ui_field_behaviour()
 
     def __init__(
         self,
