@@ -10,17 +10,7 @@ import requests
 
 from airflow_custom_token.auth import CustomTokenAuth
 from airflow_custom_token.session import AccountSession
-
-HOST = "https://api.example.com"
-EXTRA: dict[str, Any] = {
-    "integration_key": "acme",
-    "access_endpoint": "/oauth2/token",
-    "access_verb": "POST",
-    "access_parameters": {"client_id": "{login}", "client_secret": "{password}"},
-    "inject_as": "header",
-    "inject_name": "Authorization",
-    "inject_template": "Bearer {token}",
-}
+from tests.unit.test_account import EXTRA, HOST
 
 PLAIN = [
     {"method": "GET", "url": f"{HOST}/api/v1/whoami"},
