@@ -255,9 +255,9 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
                     pokes += 1
                     # the first "not yet", then one line a minute at INFO (1000 triggers poking every 5 s
                     # would write 200 lines a second, and the logging cost as much as the pokes)
-                    level = logging.INFO if time.monotonic() - logged >= NOT_YET_LOG_EVERY else logging.DEBUG
-                    if level == logging.INFO:
-                        logged = time.monotonic()
+                    level, now = logging.DEBUG, time.monotonic()
+                    if now - logged >= NOT_YET_LOG_EVERY:
+                        level, logged = logging.INFO, now
                     self.log.log(
                         level,
                         "%s %s answered %s (not yet, %d so far); next request in %s s",
