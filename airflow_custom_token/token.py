@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -20,22 +17,12 @@ from airflow_custom_token.errors import (
     TokenRequestError,
     TokenResponseError,
 )
+from airflow_custom_token.expiry import clamp, expiry, jwt_exp, server_offset
 from airflow_custom_token.fields import (
     option_default,
 )
 from airflow_custom_token.retry import RETRYABLE_STATUSES, parse_retry_after
-from airflow_custom_token.wire import HttpResponse, excerpt
-
-EPOCH_THRESHOLD = 1e9  # an expiry of this many "seconds" or more is an absolute epoch time
-
-
-MIN_TOKEN_LIFETIME = 1.0  # seconds: a shorter (or past) expiry is read as this
-
-
-# A server clock within this many seconds of ours is taken as ours: its Date header has a resolution of
-# one second and is stamped before the answer travels.
-CLOCK_TOLERANCE = 5.0
-
+from airflow_custom_token.wire import HttpResponse, excerpt, shape
 
 # A token travels in a header or a URL: no control character (CR, LF, NUL, ...), no line or paragraph
 # separator, no unpaired surrogate (not encodable).
@@ -164,15 +151,6 @@ def _walk(data: Any, path: str) -> tuple[bool, Any, str]:
     return True, current, path
 
 
-def _shape(value: Any) -> str:
-    if isinstance(value, Mapping):
-        keys = ", ".join(sorted(map(str, value))[:12]) or "none"
-        return f"an object with keys: {keys}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return f"a {type(value).__name__}"
-
-
 class _Answer:
     """A token answer whose JSON body is parsed once, by the first location that needs it."""
 
@@ -212,7 +190,7 @@ def _locate(answer: _Answer, location: str, where: str, what: str) -> Any:
     found, value, stopped = _walk(answer.json(location, what), location)
     if not found:
         at = f" at {stopped!r}" if stopped else ""
-        raise TokenResponseError(f"The {where} is not in the response; it holds {_shape(value)}{at}")
+        raise TokenResponseError(f"The {where} is not in the response; it holds {shape(value)}{at}")
     return value
 
 
@@ -227,7 +205,7 @@ def _read_outputs(account: ConnectedAccount, answer: _Answer, limits: TokenLimit
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            raise TokenResponseError(f"The {where} holds {_shape(value)}, expected text")
+            raise TokenResponseError(f"The {where} holds {shape(value)}, expected text")
         if not value.strip():
             raise TokenResponseError(f"The {where} holds an empty value")
         value = value.strip()
@@ -235,122 +213,6 @@ def _read_outputs(account: ConnectedAccount, answer: _Answer, limits: TokenLimit
         _check_sendable(value, f"The {where}", limits, header, noun="value")
         outputs[name] = value
     return outputs
-
-
-def _as_finite(value: int | float) -> float | None:
-    """`value` as a finite float; None for NaN, an infinity, or an integer too large for a float."""
-    try:
-        number = float(value)
-    except OverflowError:  # 10**400 is a valid JSON number
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _not_finite(value: int | float) -> str:
-    """How an error names a number that `_as_finite` refused (never hundreds of digits)."""
-    return repr(value) if isinstance(value, float) else "a number too large to be a time"
-
-
-def _jwt_exp(token: str, location: str) -> float | None:
-    """The `exp` claim of a JWT (epoch seconds), or None when the token is not a JWT or has none."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        padded = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, TypeError, RecursionError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return None
-    number = _as_finite(exp)
-    if number is None:
-        raise TokenResponseError(
-            f"The token at token location {location!r} (access_response_path) is a JWT whose exp claim "
-            f"holds {_not_finite(exp)}, expected a finite epoch time (the token is not quoted)"
-        )
-    return number
-
-
-def _expiry(
-    value: Any, now: float, location: str, offset: float = 0.0, http_date: bool = False
-) -> tuple[float, bool]:
-    """When the token expires (our clock), from a lifetime in seconds or an absolute time.
-
-    An absolute time (epoch seconds, or an ISO-8601 date-time; with `http_date`, as a header value, an
-    HTTP date too) is the server's: `offset` is how far its clock is ahead of ours. Returns the expiry and
-    whether it was absolute.
-    """
-    where = f"The expiry location {location!r} (access_expiry_path)"
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            parsed: datetime | None
-            try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                parsed = _http_date(text) if http_date else None
-            if parsed is None:
-                dates = "an ISO-8601 or HTTP date-time" if http_date else "an ISO-8601 date-time"
-                raise TokenResponseError(
-                    f"{where} holds text that is neither a number of seconds nor {dates}"
-                ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp() - offset, True
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TokenResponseError(
-            f"{where} holds {_shape(value)}, expected a number of seconds, an epoch time or an ISO-8601 "
-            "date-time"
-        )
-    number = _as_finite(value)
-    if number is None:
-        raise TokenResponseError(
-            f"{where} holds {_not_finite(value)}, expected a finite number of seconds, an epoch time or an "
-            "ISO-8601 date-time"
-        )
-    if number >= EPOCH_THRESHOLD:
-        return number - offset, True
-    return now + number, False
-
-
-def _http_date(text: str) -> datetime | None:
-    """An HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`), or None."""
-    try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _server_offset(response: HttpResponse, now: float) -> float:
-    """How far the server's clock (its `Date` header) is ahead of ours; 0 within `CLOCK_TOLERANCE`."""
-    raw = response.headers.get("date")
-    if not raw:
-        return 0.0
-    try:
-        date = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return 0.0
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
-    offset = date.timestamp() - now
-    return offset if abs(offset) > CLOCK_TOLERANCE else 0.0
-
-
-def _clamp(expires_at: float, now: float, limits: TokenLimits) -> tuple[float, str]:
-    """Keep a token's lifetime within [MIN_TOKEN_LIFETIME, max_token_lifetime]; says how it was kept."""
-    lifetime = expires_at - now
-    if not lifetime >= MIN_TOKEN_LIFETIME:
-        return now + MIN_TOKEN_LIFETIME, f" (raised to the minimum of {MIN_TOKEN_LIFETIME:g} s)"
-    if lifetime > limits.max_token_lifetime:
-        return (
-            now + limits.max_token_lifetime,
-            f" (capped by max_token_lifetime, {limits.max_token_lifetime:g} s)",
-        )
-    return expires_at, ""
 
 
 def _check_size(
@@ -429,7 +291,7 @@ def read_token(
     value = _locate(answer, location, f"token location {location!r} (access_response_path)", "Token location")
     if not isinstance(value, str):
         raise TokenResponseError(
-            f"The token location {location!r} (access_response_path) holds {_shape(value)}, expected text"
+            f"The token location {location!r} (access_response_path) holds {shape(value)}, expected text"
         )
     if not value.strip():
         raise TokenResponseError(
@@ -438,7 +300,7 @@ def read_token(
     value = value.strip()
     _check_token(account, value, limits)
     outputs = _read_outputs(account, answer, limits)
-    offset = _server_offset(response, now)
+    offset = server_offset(response, now)
     expires_at: float | None = None
     absolute = False
     source = "default lifetime (access_lifetime)"
@@ -446,22 +308,22 @@ def read_token(
     if expiry_path.startswith("header:"):
         header = response.headers.get(expiry_path.split(":", 1)[1].strip().lower())
         if header is not None and header.strip():
-            expires_at, absolute = _expiry(header, now, expiry_path, offset, http_date=True)
+            expires_at, absolute = expiry(header, now, expiry_path, offset, http_date=True)
             source = f"expiry location {expiry_path!r}"
     elif answer.data is not None and expiry_path:  # a JSON path, in a body a location has parsed
         found, raw, _ = _walk(answer.data, expiry_path)
         if found and raw is not None:
-            expires_at, absolute = _expiry(raw, now, expiry_path, offset)
+            expires_at, absolute = expiry(raw, now, expiry_path, offset)
             source = f"expiry location {expiry_path!r}"
     if expires_at is None:
-        exp = _jwt_exp(value, location)
+        exp = jwt_exp(value, location)
         if exp is not None:
             expires_at, absolute, source = exp - offset, True, "JWT exp claim"
     if expires_at is None:
         expires_at = now + account.default_lifetime
     if absolute and offset:
         source += f" (read against the server's clock, {offset:+.0f} s from ours)"
-    expires_at, kept = _clamp(expires_at, now, limits)
+    expires_at, kept = clamp(expires_at, now, limits.max_token_lifetime)
     return Token(
         value=value, expires_at=expires_at, obtained_at=now, expiry_source=source + kept, outputs=outputs
     )

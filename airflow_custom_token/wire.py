@@ -96,3 +96,13 @@ def transport_error(
     return TokenRequestError(
         f"Token request failed: {transport_failure(request, exc, secrets, hint)}", retryable=True
     )
+
+
+def shape(value: Any) -> str:
+    """How an error names a JSON value without quoting it: its keys, its length, or its type."""
+    if isinstance(value, Mapping):
+        keys = ", ".join(sorted(map(str, value))[:12]) or "none"
+        return f"an object with keys: {keys}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"

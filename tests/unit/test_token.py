@@ -21,8 +21,9 @@ from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.account.raw import RawConnection
 from airflow_custom_token.bounded import BoundedBody
 from airflow_custom_token.errors import TokenRequestError, TokenResponseError
+from airflow_custom_token.expiry import CLOCK_TOLERANCE
 from airflow_custom_token.settings import Settings
-from airflow_custom_token.token import CLOCK_TOLERANCE, TokenLimits, read_token
+from airflow_custom_token.token import TokenLimits, read_token
 from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse
 
 NOW = 1_800_000_000.0
