@@ -2,5 +2,6 @@
 
 Modules: `servers` (the loopback API and token server, in its own process), `common` (connections and
 scenario processes), one module per scenario (`clients`, `tokens`, `get_token`, `imports`, `deferrable`),
-`machine` (where a run was measured), `report` (targets and the table), `run` (the orchestrator).
+`machine` (where a run was measured), `targets` (the targets, checked against a run), `report` (the
+printed table, a section a scenario), `run` (the orchestrator).
 """

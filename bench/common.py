@@ -149,3 +149,8 @@ def percentile(values: Iterable[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return float(ordered[index])
+
+
+def fixed(value: float | None, digits: int = 0) -> str:
+    """`value` with `digits` decimals, or `-` for a figure that is missing."""
+    return "-" if value is None else f"{value:.{digits}f}"
