@@ -307,6 +307,39 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "int", default=3600, minimum=1, unit=_SECONDS,
     ),
     ExtraField(
+        "refresh_path", "Refresh Token Location",
+        "Where the token answer carries a refresh token (as in Token Location); set, tokens are renewed "
+        "with a refresh request while a refresh token is known, and a new one in the answer replaces it.",
+        "str",
+    ),
+    ExtraField(
+        "refresh_endpoint", "Refresh Token Endpoint",
+        "URL of the refresh request. Empty: the Access Token Endpoint.",
+        "str",
+    ),
+    ExtraField(
+        "refresh_verb", "Refresh Token Verb",
+        "HTTP verb of the refresh request.",
+        "str", default="POST", choices=("GET", "POST"),
+    ),
+    ExtraField(
+        "refresh_parameters", "Refresh Token Parameters",
+        "Parameters of the refresh request ({refresh_token} is the stored refresh token), sent with the "
+        "token request's body format, headers and client authentication.",
+        "object", default={"grant_type": "refresh_token", "refresh_token": "{refresh_token}"},
+    ),
+    ExtraField(
+        "initial_refresh_token", "Initial Refresh Token",
+        "A refresh token from a one-time consent: with no refresh token stored yet, the first token "
+        "comes from a refresh request with it. Set a new one to re-seed.",
+        "str", secret=True,
+    ),
+    ExtraField(
+        "refresh_lifetime", "Refresh Token Lifetime (s)",
+        "How long a refresh token is kept when the answer states no refresh_expires_in (at most 366 days).",
+        "int", default=2_592_000, minimum=1, maximum=31_622_400, unit=_SECONDS,
+    ),
+    ExtraField(
         "inject_as", "Token Parameter Type",
         "Where API requests carry the token: an HTTP header or a URL query parameter.",
         "str", need="required", prefill="header", choices=("header", "url"),

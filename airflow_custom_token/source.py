@@ -15,13 +15,14 @@ import importlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from airflow_custom_token import redaction
+from airflow_custom_token import redaction, renewal
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
 from airflow_custom_token.cache.process import Lease
+from airflow_custom_token.errors import TokenRequestError
 from airflow_custom_token.settings import FernetFactory, Settings, airflow_fernet
 from airflow_custom_token.token import Token, TokenLimits, read_token
 from airflow_custom_token.wire import HttpRequest, HttpResponse
@@ -112,7 +113,8 @@ class TokenSource:
     def secrets(self, token: Token) -> tuple[str, ...]:
         """Every string that must never be shown: the token, its additional outputs, their injected
         forms, the account's secrets."""
-        return (*self.account.token_values(token.value, token.outputs), *self.account.secrets)
+        refresh = (token.refresh,) if token.refresh else ()
+        return (*self.account.token_values(token.value, token.outputs), *refresh, *self.account.secrets)
 
     def usable(self, token: Token | None) -> bool:
         """A cached token that this account can use: one cached without the outputs it reads (by an
@@ -135,14 +137,32 @@ class TokenSource:
             self._registered = token.value
         return token
 
-    def _fetch(self, send: Send) -> Token:
+    def _fetch(self, send: Send, previous: Token | None = None) -> Token:
+        """One new token: with the refresh token of `previous` (the entry the caches hold, expired) or the
+        seed when the account has refresh tokens, else (or when that is refused) the token request."""
         import tenacity
 
-        for attempt in tenacity.Retrying(**self.settings.retry.tenacity_options()):
-            with attempt:
-                token = read_token(self.account, send(self.request), time.time(), self.limits)
+        plan = renewal.plan(self.account, self.request, previous, time.time())
+        token: Token | None = None
+        for step in plan.steps:
+            try:
+                for attempt in tenacity.Retrying(**self._retry_options(step)):
+                    with attempt:
+                        token = read_token(self.account, send(step.request), time.time(), self.limits)
+                break
+            except TokenRequestError as exc:
+                plan.refused(step, exc)  # raises, unless a refused refresh token falls back
+        assert token is not None
+        token = plan.completed(step, token)
         redaction.register_token(self.key, token.value, self.secrets(token))
         return token
+
+    def _retry_options(self, step: renewal.Step) -> dict[str, Any]:
+        """The retry policy for one request: a refresh request only where the server did not take it."""
+        options = self.settings.retry.tenacity_options()
+        if step.consumes is not None:
+            options["retry"] = renewal.retry_refresh
+        return options
 
     def discard(self, token: Token | None) -> None:
         """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
@@ -166,12 +186,22 @@ class TokenSource:
             self._registered = token.value
         return token
 
-    async def _afetch(self, send: AsyncSend) -> Token:
+    async def _afetch(self, send: AsyncSend, previous: Token | None = None) -> Token:
+        """`_fetch` for the event loop: the same plan, its requests awaited."""
         import tenacity
 
-        async for attempt in tenacity.AsyncRetrying(**self.settings.retry.tenacity_options()):
-            with attempt:
-                token = read_token(self.account, await send(self.request), time.time(), self.limits)
+        plan = renewal.plan(self.account, self.request, previous, time.time())
+        token: Token | None = None
+        for step in plan.steps:
+            try:
+                async for attempt in tenacity.AsyncRetrying(**self._retry_options(step)):
+                    with attempt:
+                        token = read_token(self.account, await send(step.request), time.time(), self.limits)
+                break
+            except TokenRequestError as exc:
+                plan.refused(step, exc)
+        assert token is not None
+        token = plan.completed(step, token)
         await redaction.aregister_token(self.key, token.value, self.secrets(token))
         return token
 

@@ -7,7 +7,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -27,6 +27,11 @@ from airflow_custom_token.wire import HttpResponse, excerpt, shape
 # A token travels in a header or a URL: no control character (CR, LF, NUL, ...), no line or paragraph
 # separator, no unpaired surrogate (not encodable).
 _UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+# A refresh token is kept this long at most (`refresh_lifetime`'s maximum, 366 days), whatever an answer or
+# a cache entry says.
+MAX_REFRESH_LIFETIME = 31_622_400.0
 
 
 _LINE_BREAKS = frozenset("\r\n\x85\u2028\u2029")
@@ -60,10 +65,32 @@ class Token:
     obtained_at: float
     expiry_source: str = "default lifetime"
     outputs: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    # the refresh token read with it (`refresh_path`), or kept from the one that renewed it, and when it
+    # expires (`refresh_expires_in`, else `refresh_lifetime`): it outlives the access token in the caches
+    refresh: str | None = field(default=None, repr=False)
+    refresh_expires_at: float | None = None
 
     @property
     def lifetime(self) -> float:
         return self.expires_at - self.obtained_at
+
+    @property
+    def keep_until(self) -> float:
+        """Until when a cache keeps it: its expiry, or its refresh token's when that is later."""
+        if self.refresh is None or self.refresh_expires_at is None:
+            return self.expires_at
+        return max(self.expires_at, self.refresh_expires_at)
+
+    def refresh_usable(self, now: float) -> str | None:
+        """The refresh token, if it has not expired."""
+        if self.refresh is None or (self.refresh_expires_at is not None and now >= self.refresh_expires_at):
+            return None
+        return self.refresh
+
+    def spent(self) -> Token:
+        """This token with its access token expired and its refresh token kept (a `refresh_on` answer,
+        an invalidation): the next use renews it with the refresh token."""
+        return replace(self, expires_at=self.obtained_at, expiry_source="discarded")
 
     def refresh_at(self, margin: float) -> float:
         """When to stop using it: `margin` seconds before expiry, at most half its lifetime early."""
@@ -76,6 +103,9 @@ class Token:
         data = {"v": self.value, "exp": self.expires_at, "at": self.obtained_at, "src": self.expiry_source}
         if self.outputs:
             data["o"] = dict(self.outputs)
+        if self.refresh is not None:
+            data["r"] = self.refresh
+            data["rexp"] = self.refresh_expires_at
         return data
 
     @classmethod
@@ -96,7 +126,18 @@ class Token:
             limit = option_default("max_token_lifetime") if max_lifetime is None else max_lifetime
             obtained_at = min(obtained_at, now)
             expires_at = min(expires_at, obtained_at + limit)
-        return cls(str(data["v"]), expires_at, obtained_at, str(data.get("src", "cache")), outputs)
+        refresh = data.get("r")
+        refresh_expires_at = None
+        if isinstance(refresh, str) and refresh:
+            refresh_expires_at = _finite_time(data.get("rexp"), "rexp")
+            if now is not None:
+                refresh_expires_at = min(refresh_expires_at, obtained_at + MAX_REFRESH_LIFETIME)
+        else:
+            refresh = None
+        return cls(
+            str(data["v"]), expires_at, obtained_at, str(data.get("src", "cache")), outputs,
+            refresh, refresh_expires_at,
+        )  # fmt: skip
 
 
 def _finite_time(raw: Any, name: str) -> float:
@@ -324,9 +365,39 @@ def read_token(
     if absolute and offset:
         source += f" (read against the server's clock, {offset:+.0f} s from ours)"
     expires_at, kept = clamp(expires_at, now, limits.max_token_lifetime)
+    refresh, refresh_expires_at = _read_refresh(account, answer, limits, now)
     return Token(
-        value=value, expires_at=expires_at, obtained_at=now, expiry_source=source + kept, outputs=outputs
-    )
+        value=value, expires_at=expires_at, obtained_at=now, expiry_source=source + kept, outputs=outputs,
+        refresh=refresh, refresh_expires_at=refresh_expires_at,
+    )  # fmt: skip
+
+
+def _read_refresh(
+    account: ConnectedAccount, answer: _Answer, limits: TokenLimits, now: float
+) -> tuple[str | None, float | None]:
+    """The refresh token the answer carries at `refresh_path` (None: it carries none, and the one that
+    was sent stays in use), and when it expires: `refresh_expires_in` (seconds) where the JSON answer
+    gives it, else `refresh_lifetime`; never later than `MAX_REFRESH_LIFETIME`."""
+    spec = account.refresh
+    if spec is None:
+        return None, None
+    where = f"refresh token location {spec.path!r} (refresh_path)"
+    try:
+        value = _locate(answer, spec.path, where, "Refresh token location")
+    except TokenResponseError:
+        return None, None  # not in this answer: many APIs rotate only now and then
+    if value is None:
+        return None, None
+    if not isinstance(value, str) or not value.strip():
+        raise TokenResponseError(f"The {where} holds {shape(value)}, expected the refresh token as text")
+    value = value.strip()
+    _check_sendable(value, f"The {where}", limits, None, noun="refresh token")
+    lifetime: float = spec.lifetime
+    data = answer.data
+    raw = data.get("refresh_expires_in") if isinstance(data, Mapping) else None
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw) and raw > 0:
+        lifetime = float(raw)
+    return value, now + min(lifetime, MAX_REFRESH_LIFETIME)
 
 
 def check_status(account: ConnectedAccount, response: HttpResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from airflow_custom_token.account.checks import (
 )
 from airflow_custom_token.account.connected import ConnectedAccount, PerToken, Transport
 from airflow_custom_token.account.raw import RawConnection, is_secret_name
+from airflow_custom_token.account.refresh import build_refresh
 from airflow_custom_token.account.urls import BASE_URL_EXPECTED, HTTP_URL, origin_of, origin_text, url_problem
 from airflow_custom_token.errors import (
     ConfigurationError,
@@ -334,6 +336,18 @@ def build_account(
         secrets += [authorization, authorization.removeprefix("Basic ")]
     token_request, found = build_token_request(checked, rendered, secrets, authorization)
     problems += found
+    if checked["initial_refresh_token"]:
+        secrets.append(str(checked["initial_refresh_token"]))
+    refresh, found = build_refresh(
+        checked,
+        values,
+        rendered.base_url,
+        lambda fields, url, parameters: build_token_request(
+            fields, dataclasses.replace(rendered, token_url=url, access_parameters=parameters), secrets,
+            authorization,
+        ),
+    )  # fmt: skip
+    problems += found
     if problems:  # a problem quotes values that can hold no secret; a secret is masked anyway
         raise ConfigurationError(merged.conn_id, [redact_string(p, secrets) for p in problems])
 
@@ -365,6 +379,7 @@ def build_account(
         token_headers=rendered.token_headers,
         token_query=rendered.token_query,
         request_retries=int(checked["request_retries"]),
+        refresh=refresh,
         transport=Transport(
             verify=bool(checked["verify"]),
             ca_bundle=checked["ca_bundle"] or None,

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow_custom_token import templating
+from airflow_custom_token.account.refresh import RefreshSpec
 from airflow_custom_token.account.urls import HTTP_URL, origin_of, origin_text, url_problem
 from airflow_custom_token.errors import (
     ConfigurationError,
@@ -89,6 +90,7 @@ class ConnectedAccount:
     token_query: tuple[tuple[str, PerToken], ...] = field(default=(), repr=False)
     request_retries: int = 0  # API retries of idempotent requests (`rules.api_policy`)
     transport: Transport = field(default_factory=Transport)  # TLS client certificate, CA bundle, proxies
+    refresh: RefreshSpec | None = None  # renewal with a refresh token (`refresh_path`)
 
     @property
     def cache_key(self) -> str:
@@ -105,6 +107,8 @@ class ConnectedAccount:
             self.expiry_path,
             self.default_lifetime,
         ]
+        if self.refresh is not None:  # accounts without refresh tokens keep their 0.3 keys
+            reading.append(self.refresh.fingerprint())
         digest = hashlib.sha256(json.dumps(["cache key 2", *reading]).encode()).hexdigest()
         return f"{self.integration_key}-{digest[:40]}"
 

@@ -81,7 +81,7 @@ class TokenCache:
     def get(
         self,
         key: str,
-        fetch: Callable[[], Token],
+        fetch: Callable[[Token | None], Token],
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
@@ -97,21 +97,23 @@ class TokenCache:
             if token is not None:
                 return token
 
+            stale = self._tokens.get(key)  # expired: its refresh token may renew it
             if store is None:
-                token = fetch() if shared is None else shared.get(key, fetch, margin, lease)
+                token = fetch(stale) if shared is None else shared.get(key, fetch, margin, lease, stale)
             else:
-                token = self._through_host(key, fetch, margin, store, shared, lease)
+                token = self._through_host(key, fetch, margin, store, shared, lease, stale)
             self._tokens[key] = token
             return token
 
     @staticmethod
     def _through_host(
         key: str,
-        fetch: Callable[[], Token],
+        fetch: Callable[[Token | None], Token],
         margin: float,
         store: HostStore,
         shared: SharedStore | None,
         lease: Lease,
+        stale: Token | None = None,
     ) -> Token:
         """The host cache, else the shared cache, else one fetch: the host's file lock makes the host's
         processes wait on one fetch, but it is never held while Redis is waited on."""
@@ -131,7 +133,8 @@ class TokenCache:
             with store.locked(key) as held:
                 token = None if held is None else store.read(key, held)  # another process's, meanwhile?
                 if token is None or not token.is_fresh(time.time(), margin):
-                    token = fetched = fetch()
+                    previous = (claim.stale if claim is not None else None) or token or stale
+                    token = fetched = fetch(previous)
                     if held is not None:
                         store.write(key, token, held)
             return token
@@ -142,7 +145,7 @@ class TokenCache:
     async def aget(
         self,
         key: str,
-        fetch: Callable[[], Awaitable[Token]],
+        fetch: Callable[[Token | None], Awaitable[Token]],
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
@@ -160,21 +163,25 @@ class TokenCache:
             if token is not None:
                 return token
 
+            stale = self._tokens.get(key)
             if store is None:
-                token = await (fetch() if shared is None else shared.aget(key, fetch, margin, lease))
+                token = await (
+                    fetch(stale) if shared is None else shared.aget(key, fetch, margin, lease, stale)
+                )
             else:
-                token = await self._athrough_host(key, fetch, margin, store, shared, lease)
+                token = await self._athrough_host(key, fetch, margin, store, shared, lease, stale)
             self._tokens[key] = token
             return token
 
     @staticmethod
     async def _athrough_host(
         key: str,
-        fetch: Callable[[], Awaitable[Token]],
+        fetch: Callable[[Token | None], Awaitable[Token]],
         margin: float,
         store: HostStore,
         shared: SharedStore | None,
         lease: Lease,
+        stale: Token | None = None,
     ) -> Token:
         """`_through_host` for the event loop: file locking in a worker thread, Redis awaited (with no
         file lock held)."""
@@ -192,7 +199,8 @@ class TokenCache:
             try:
                 token = None if held is None else await asyncio.to_thread(store.read, key, held)
                 if token is None or not token.is_fresh(time.time(), margin):
-                    token = fetched = await fetch()
+                    previous = (claim.stale if claim is not None else None) or token or stale
+                    token = fetched = await fetch(previous)
                     if held is not None:
                         await asyncio.to_thread(store.write, key, token, held)
             finally:

@@ -57,6 +57,17 @@ end
 return 0
 """
 
+# Set KEYS[1] to ARGV[2] for ARGV[3] ms only while it holds ARGV[1] (or nothing, for ARGV[1] ''): writes a
+# rotated refresh token against the entry whose refresh token was used (compare-and-set); 0 if it changed.
+SET_IF_EQUAL = """
+local current = redis.call('GET', KEYS[1])
+if (ARGV[1] == '' and not current) or current == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
 # Read KEYS[1] if it is a string of at most ARGV[1] bytes: {} (none), {-1} (not a string),
 # {-2, size} (too large: not read), or {PTTL, value}.
 READ_BOUNDED = """
@@ -74,13 +85,14 @@ R = TypeVar("R")
 
 
 class Op(NamedTuple):
-    """One Redis operation of a sequence of commands: read (at most `ms` bytes), set_nx, set, delete,
-    delete_if, renew (to `ms`), or sleep (`ms`)."""
+    """One Redis operation of a sequence of commands: read (at most `ms` bytes), set_nx, set, set_if
+    (while the key holds `expect`, b"": none), delete, delete_if, renew (to `ms`), or sleep (`ms`)."""
 
     kind: str
     name: str = ""
     value: bytes = b""
     ms: int = 0
+    expect: bytes = b""
 
 
 class Entry(NamedTuple):
@@ -365,6 +377,8 @@ def _execute(client: Any, op: Op) -> Any:
         return bool(client.set(op.name, op.value, px=op.ms, nx=True))
     if op.kind == "set":
         return client.set(op.name, op.value, px=op.ms)
+    if op.kind == "set_if":
+        return bool(client.eval(SET_IF_EQUAL, 1, op.name, op.expect, op.value, op.ms))
     if op.kind == "delete":
         return client.delete(op.name)
     if op.kind == "delete_if":
@@ -381,6 +395,8 @@ async def _aexecute(client: Any, op: Op) -> Any:
         return bool(await client.set(op.name, op.value, px=op.ms, nx=True))
     if op.kind == "set":
         return await client.set(op.name, op.value, px=op.ms)
+    if op.kind == "set_if":
+        return bool(await client.eval(SET_IF_EQUAL, 1, op.name, op.expect, op.value, op.ms))
     if op.kind == "delete":
         return await client.delete(op.name)
     if op.kind == "delete_if":

@@ -60,7 +60,7 @@ from airflow_custom_token.cache import names
 from airflow_custom_token.cache.process import Lease
 from airflow_custom_token.cache.redis_client import Commands, Entry, Op, RedisClient, RedisParams, Unavailable
 from airflow_custom_token.fields import option_default
-from airflow_custom_token.token import Token
+from airflow_custom_token.token import MAX_REFRESH_LIFETIME, Token
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ VERSION = b"2"  # 0.2 wrote `1:` entries (no cache key inside): ignored and repl
 FIRST_POLL = 0.01  # a waiter's first pause; it doubles up to MAX_POLL
 MAX_POLL = 0.1
 LEASE_VALUE_BYTES = 64  # a lease holds 32 hex digits: a longer value is not read
+
+
+Fetch = Callable[[Token | None], Token]  # a token fetch, given the expired entry (its refresh token)
+AsyncFetch = Callable[[Token | None], Awaitable[Token]]
 
 
 def value_bound(max_token_response_bytes: int) -> int:
@@ -90,6 +94,8 @@ class Claim:
     token: Token | None = None
     holder: bytes = b""
     renewer: Any = None  # the holder's renewal (a thread, or an asyncio task)
+    stale: Token | None = None  # HOLD: the entry Redis held (expired), whose refresh token renews it
+    seen: bytes = b""  # HOLD: that entry's stored value (b"": none): a rotation is written against it
 
 
 def fernet_key_ids() -> tuple[str, ...]:
@@ -185,20 +191,26 @@ class SharedStore(RedisClient):
     def _as_local(self, stored: Token, ttl_ms: int) -> Token:
         """The stored token on this host's clock: its life is what Redis says is left of it (a duration,
         whatever the writer's clock said), within `max_lifetime`."""
-        now = time.time()
+        now, left = time.time(), ttl_ms / 1000
+        # an entry with a refresh token outlives its access token by `tail` (a duration too)
+        tail = max(0.0, stored.keep_until - stored.expires_at)
         lifetime = min(max(stored.lifetime, 0.0), self.max_lifetime)
-        remaining = min(ttl_ms / 1000, lifetime, self.max_lifetime)
+        remaining = min(left - tail, lifetime, self.max_lifetime)
         expires_at = now + remaining
+        refresh_expires_at = None
+        if stored.refresh is not None and stored.refresh_expires_at is not None:
+            refresh_expires_at = now + left - max(0.0, stored.keep_until - stored.refresh_expires_at)
         return Token(
             stored.value, expires_at, expires_at - max(lifetime, remaining), stored.expiry_source,
-            stored.outputs,
+            stored.outputs, stored.refresh, refresh_expires_at,
         )  # fmt: skip
 
-    def _fresh(self, key: str, entry: Entry | None, margin: float) -> tuple[Token | None, bool]:
+    def _fresh(self, key: str, entry: Entry | None, margin: float) -> tuple[Token | None, bool, Token | None]:
+        """(the fresh token or None, whether the entry is another Fernet key's, the token read at all)."""
         token, foreign = self._decode(key, entry)
         if token is not None and token.is_fresh(time.time(), margin):
-            return token, False
-        return None, foreign
+            return token, False, token
+        return None, foreign, token
 
     def _foreign_key(self, name: str) -> None:
         message = (
@@ -221,7 +233,7 @@ class SharedStore(RedisClient):
         own), and waits two of those at most.
         """
         name, lease_name = self.name(key), self.name(key, "lease")
-        token, foreign = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
+        token, foreign, _ = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
         if token is not None or foreign:
             return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
         mine = secrets.token_hex(16).encode()
@@ -232,12 +244,13 @@ class SharedStore(RedisClient):
         while True:
             if (yield Op("set_nx", lease_name, mine, hold_ms)):
                 entry = yield Op("read", name, ms=self.max_value_bytes)  # written meanwhile?
-                token, foreign = self._fresh(key, entry, margin)
+                token, foreign, stale = self._fresh(key, entry, margin)
                 if token is None and not foreign:
-                    return Claim(key, HOLD, holder=mine)
+                    seen = entry.value if stale is not None and entry.value is not None else b""
+                    return Claim(key, HOLD, holder=mine, stale=stale, seen=seen)
                 yield Op("delete_if", lease_name, mine)
                 return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
-            token, foreign = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
+            token, foreign, _ = self._fresh(key, (yield Op("read", name, ms=self.max_value_bytes)), margin)
             if token is not None or foreign:
                 return Claim(key, HIT, token) if token is not None else Claim(key, FOREIGN)
             current = (yield Op("read", lease_name, ms=LEASE_VALUE_BYTES)).value
@@ -250,15 +263,26 @@ class SharedStore(RedisClient):
             yield Op("sleep", ms=round(pause * 1000))
             pause = min(pause * 2, MAX_POLL)
 
-    def _save(self, key: str, token: Token) -> Commands[None]:
-        ttl_ms = int(min(token.expires_at - time.time(), self.max_lifetime) * 1000)
-        if ttl_ms <= 0:  # never longer than the token lives
+    def _save(self, key: str, token: Token, claim: Claim | None = None) -> Commands[None]:
+        """Store `token`; one with a refresh token only while the entry is still the one the lease holder
+        read (`claim.seen`): a rotation is never written over another's."""
+        bound = self.max_lifetime if token.refresh is None else MAX_REFRESH_LIFETIME
+        ttl_ms = int(min(token.keep_until - time.time(), bound) * 1000)
+        if ttl_ms <= 0:  # never longer than the token (or its refresh token) lives
             return
         value = self.encode(key, token)
         if len(value) > self.max_value_bytes:
             log.debug("Custom token shared cache: a token of %d bytes is not stored (too large)", len(value))
             return
-        yield Op("set", self.name(key), value, ttl_ms)
+        if token.refresh is None or claim is None or claim.outcome != HOLD:
+            yield Op("set", self.name(key), value, ttl_ms)
+            return
+        if not (yield Op("set_if", self.name(key), value, ttl_ms, expect=claim.seen)):
+            log.warning(
+                "Custom token shared cache: %s changed while this host renewed it (its lease ran out?); "
+                "the entry written meanwhile is kept",
+                self.name(key),
+            )
 
     def _release(self, key: str, holder: bytes) -> Commands[None]:
         yield Op("delete_if", self.name(key, "lease"), holder)
@@ -266,7 +290,7 @@ class SharedStore(RedisClient):
     def _renew(self, key: str, holder: bytes, ms: int) -> Commands[None]:
         yield Op("renew", self.name(key, "lease"), holder, ms)
 
-    def _discard(self, key: str, token: Token | None) -> Commands[None]:
+    def _discard(self, key: str, token: Token | None, keep_refresh: bool = True) -> Commands[None]:
         name = self.name(key)
         entry = yield Op("read", name, ms=self.max_value_bytes)
         if entry.value is None and entry.problem is None:
@@ -274,8 +298,13 @@ class SharedStore(RedisClient):
         stored, foreign = self._decode(key, entry)
         if foreign:  # another Fernet key's: left alone
             return
+        if token is None and keep_refresh and stored is not None and stored.refresh is not None:
+            token = stored  # an invalidation: the access token goes, the refresh token stays
         if token is None or entry.value is None:  # whatever it holds; or too large, or not a string
             yield Op("delete", name)
+        elif stored is not None and stored.value == token.value and keep_refresh and stored.refresh:
+            spent = self.encode(key, stored.spent())  # the refresh token stays, for the next renewal
+            yield Op("set_if", name, spent, max(1, entry.ttl_ms), expect=entry.value)
         elif stored is None or stored.value == token.value:  # unreadable, or still the rejected token
             yield Op("delete_if", name, entry.value)
 
@@ -299,26 +328,30 @@ class SharedStore(RedisClient):
         if claim.renewer is not None:
             claim.renewer.stop()
         if token is not None and claim.outcome in (HOLD, ALONE) and self.usable:
-            self._quietly(self._save(claim.key, token))
+            self._quietly(self._save(claim.key, token, claim))
         if claim.outcome == HOLD:
             self._quietly(self._release(claim.key, claim.holder))
 
-    def get(self, key: str, fetch: Callable[[], Token], margin: float, lease: Lease) -> Token:
-        """A fresh token from Redis, or `fetch()` under the lease (and written back)."""
+    def get(
+        self, key: str, fetch: Fetch, margin: float, lease: Lease, previous: Token | None = None
+    ) -> Token:
+        """A fresh token from Redis, or `fetch(the entry Redis held, else previous)` under the lease (and
+        written back)."""
         claim = self.begin(key, margin, lease)
         if claim.outcome == HIT and claim.token is not None:
             return claim.token
         token: Token | None = None
         try:
-            token = fetch()
+            token = fetch(claim.stale or previous)
             return token
         finally:
             self.finish(claim, token)
 
-    def discard(self, key: str, token: Token | None) -> None:
-        """Drop `token` from Redis if the entry still holds it (None: whatever it holds)."""
+    def discard(self, key: str, token: Token | None, keep_refresh: bool = True) -> None:
+        """Drop `token` from Redis if the entry still holds it (None: whatever it holds); a refresh token
+        stays (the access token is marked spent) unless `keep_refresh` is False."""
         if self.usable:
-            self._quietly(self._discard(key, token))
+            self._quietly(self._discard(key, token, keep_refresh))
 
     # -- the async client (the triggerer) ---------------------------------------------------------
     async def abegin(self, key: str, margin: float, lease: Lease) -> Claim:
@@ -339,12 +372,12 @@ class SharedStore(RedisClient):
             with contextlib.suppress(BaseException):
                 await claim.renewer
         if token is not None and claim.outcome in (HOLD, ALONE) and self.usable:
-            await self._aquietly(self._save(claim.key, token))
+            await self._aquietly(self._save(claim.key, token, claim))
         if claim.outcome == HOLD:
             await self._aquietly(self._release(claim.key, claim.holder))
 
     async def aget(
-        self, key: str, fetch: Callable[[], Awaitable[Token]], margin: float, lease: Lease
+        self, key: str, fetch: AsyncFetch, margin: float, lease: Lease, previous: Token | None = None
     ) -> Token:
         """`get` for the event loop, through `redis.asyncio`."""
         claim = await self.abegin(key, margin, lease)
@@ -352,7 +385,7 @@ class SharedStore(RedisClient):
             return claim.token
         token: Token | None = None
         try:
-            token = await fetch()
+            token = await fetch(claim.stale or previous)
             return token
         finally:
             await self.afinish(claim, token)
@@ -367,9 +400,9 @@ class SharedStore(RedisClient):
                 return
             await self._aquietly(self._renew(claim.key, claim.holder, round(min(lease.hold, left) * 1000)))
 
-    async def adiscard(self, key: str, token: Token | None) -> None:
+    async def adiscard(self, key: str, token: Token | None, keep_refresh: bool = True) -> None:
         if self.usable:
-            await self._aquietly(self._discard(key, token))
+            await self._aquietly(self._discard(key, token, keep_refresh))
 
 
 class _Renewer:
