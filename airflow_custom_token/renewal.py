@@ -30,7 +30,13 @@ NOT_TAKEN = frozenset({429, 503})  # a refresh request answered so was not proce
 
 
 class RefreshRejected(TokenRequestError):
-    """The token endpoint refused the refresh token, and the connection has no other way to a token."""
+    """The token endpoint refused the refresh token, and the connection has no other way to a token.
+
+    `rejected`: the cache entry whose refresh token it was (None: the seed); `TokenSource` drops it from
+    every tier, so that the next renewal does not send it again.
+    """
+
+    rejected: Token | None = None
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,13 @@ class Plan:
             raise error
         where = f"the connection {self.account.conn_id!r}"
         if step is self.steps[-1]:
-            raise RefreshRejected(
+            rejected = RefreshRejected(
                 f"{error}: the refresh token was rejected (it is not quoted) and {where} has no token "
                 "request without one; set a new initial_refresh_token on it to re-seed",
                 status=error.status,
-            ) from None
+            )
+            rejected.rejected = self.previous
+            raise rejected from None
         log.warning(
             "Custom token: the refresh request of %s was refused (%s); the refresh token is discarded and "
             "a new token requested",
@@ -91,10 +99,12 @@ def plan(account: ConnectedAccount, token_request: HttpRequest, previous: Token 
     if spec.full_request:
         steps.append(Step(token_request))
     if not steps:
-        raise RefreshRejected(
+        expired = RefreshRejected(
             f"No usable refresh token for {account.describe()}: the stored one expired, and the connection "
             "has no token request without one; set a new initial_refresh_token on it to re-seed"
         )
+        expired.rejected = previous
+        raise expired
     return Plan(account, steps, previous, now)
 
 

@@ -130,7 +130,12 @@ class TokenSource:
             if token is not None:
                 self.discard(token)
             fetch = functools.partial(self._fetch, send)
-            token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
+            try:
+                token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
+            except renewal.RefreshRejected as exc:  # never sent again: dropped from every tier
+                if exc.rejected is not None:
+                    self.cache.discard(self.key, exc.rejected, self.store, self.shared(), keep_refresh=False)
+                raise
         assert token is not None
         if token.value != self._registered:  # another source (same key, other template) may have fetched it
             redaction.register_token(self.key, token.value, self.secrets(token))
@@ -179,7 +184,12 @@ class TokenSource:
             store = await self.astore()
             shared = await self.ashared()
             afetch = functools.partial(self._afetch, send)
-            token = await self.cache.aget(self.key, afetch, self.margin, store, shared, self.lease)
+            try:
+                token = await self.cache.aget(self.key, afetch, self.margin, store, shared, self.lease)
+            except renewal.RefreshRejected as exc:
+                if exc.rejected is not None:
+                    await self.cache.adiscard(self.key, exc.rejected, store, shared, keep_refresh=False)
+                raise
         assert token is not None
         if token.value != self._registered:
             await redaction.aregister_token(self.key, token.value, self.secrets(token))

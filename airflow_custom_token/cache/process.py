@@ -27,6 +27,9 @@ from airflow_custom_token.token import Token
 if TYPE_CHECKING:
     from airflow_custom_token.cache.shared import Claim, SharedStore
 
+Fetch = Callable[[Token | None], Token]  # a token fetch, given the expired entry (its refresh token)
+AsyncFetch = Callable[[Token | None], Awaitable[Token]]
+
 LEASE_SLACK = 3.0  # the shared cache's lease: the token request's timeout plus this
 
 
@@ -81,7 +84,7 @@ class TokenCache:
     def get(
         self,
         key: str,
-        fetch: Callable[[Token | None], Token],
+        fetch: Fetch,
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
@@ -108,7 +111,7 @@ class TokenCache:
     @staticmethod
     def _through_host(
         key: str,
-        fetch: Callable[[Token | None], Token],
+        fetch: Fetch,
         margin: float,
         store: HostStore,
         shared: SharedStore | None,
@@ -145,7 +148,7 @@ class TokenCache:
     async def aget(
         self,
         key: str,
-        fetch: Callable[[Token | None], Awaitable[Token]],
+        fetch: AsyncFetch,
         margin: float,
         store: HostStore | None,
         shared: SharedStore | None = None,
@@ -176,7 +179,7 @@ class TokenCache:
     @staticmethod
     async def _athrough_host(
         key: str,
-        fetch: Callable[[Token | None], Awaitable[Token]],
+        fetch: AsyncFetch,
         margin: float,
         store: HostStore,
         shared: SharedStore | None,
@@ -211,38 +214,65 @@ class TokenCache:
             if claim is not None and shared is not None:
                 await shared.afinish(claim, fetched)
 
-    def forget(self, key: str, token: Token | None) -> None:
-        """Drop `token` from this process (only if it is still the cached one), or any token when None."""
+    def forget(self, key: str, token: Token | None, keep_refresh: bool = True) -> None:
+        """Drop `token` from this process (only if it is still the cached one), or any token when None;
+        its refresh token stays (the access token marked spent) unless `keep_refresh` is False."""
         with self._guard:
             current = self._tokens.get(key)
-            if token is None or (current is not None and current.value == token.value):
+            if current is None or (token is not None and current.value != token.value):
+                return
+            if keep_refresh and current.refresh is not None:
+                self._tokens[key] = current.spent()
+            else:
                 self._tokens.pop(key, None)
 
     def discard(
-        self, key: str, token: Token | None, store: HostStore | None, shared: SharedStore | None = None
+        self,
+        key: str,
+        token: Token | None,
+        store: HostStore | None,
+        shared: SharedStore | None = None,
+        keep_refresh: bool = True,
     ) -> None:
-        """Drop `token` (only where it is still the cached one), or any token for `key` when None."""
+        """Drop `token` (only where it is still the cached one), or any token for `key` when None, from
+        every tier; a refresh token stays for the next renewal unless `keep_refresh` is False."""
         with self._lock(key):
-            self.forget(key, token)
+            self.forget(key, token, keep_refresh)
             if store is not None:
                 with store.locked(key) as held:
                     if held is not None:
-                        store.delete(key, only_if=None if token is None else token.value, held=held)
+                        _discard_on_host(store, key, token, keep_refresh, held)
             if shared is not None:
-                shared.discard(key, token)
+                shared.discard(key, token, keep_refresh)
 
     async def adiscard(
-        self, key: str, token: Token | None, store: HostStore | None, shared: SharedStore | None = None
+        self,
+        key: str,
+        token: Token | None,
+        store: HostStore | None,
+        shared: SharedStore | None = None,
+        keep_refresh: bool = True,
     ) -> None:
         """`discard` for the event loop: file locking in a worker thread, Redis awaited."""
-        await asyncio.to_thread(self.discard, key, token, store)
+        await asyncio.to_thread(self.discard, key, token, store, None, keep_refresh)
         if shared is not None:
-            await shared.adiscard(key, token)
+            await shared.adiscard(key, token, keep_refresh)
 
     def clear(self) -> None:
         """Forget every token in this process (tests, and `invalidate_token` of all)."""
         with self._guard:
             self._tokens.clear()
+
+
+def _discard_on_host(store: HostStore, key: str, token: Token | None, keep_refresh: bool, held: Held) -> None:
+    """The host tier of `discard`: the entry goes, or (holding a refresh token to keep) is marked spent."""
+    stored = store.read(key, held)
+    if stored is None or (token is not None and stored.value != token.value):
+        return
+    if keep_refresh and stored.refresh is not None:
+        store.write(key, stored.spent(), held)
+    else:
+        store.delete(key, held=held)
 
 
 async def _alocked_read(store: HostStore, key: str) -> Token | None:

@@ -52,12 +52,11 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_custom_token.cache import names
-from airflow_custom_token.cache.process import Lease
+from airflow_custom_token.cache.process import AsyncFetch, Fetch, Lease
 from airflow_custom_token.cache.redis_client import Commands, Entry, Op, RedisClient, RedisParams, Unavailable
 from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import MAX_REFRESH_LIFETIME, Token
@@ -69,10 +68,6 @@ VERSION = b"2"  # 0.2 wrote `1:` entries (no cache key inside): ignored and repl
 FIRST_POLL = 0.01  # a waiter's first pause; it doubles up to MAX_POLL
 MAX_POLL = 0.1
 LEASE_VALUE_BYTES = 64  # a lease holds 32 hex digits: a longer value is not read
-
-
-Fetch = Callable[[Token | None], Token]  # a token fetch, given the expired entry (its refresh token)
-AsyncFetch = Callable[[Token | None], Awaitable[Token]]
 
 
 def value_bound(max_token_response_bytes: int) -> int:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def control_endpoint(state: DemoState, req: Request) -> Response:
     """GET ``stats``, ``config``, ``token_log``, ``api_log``; POST ``reset``, ``revoke``, ``config``,
-    ``faults``."""
+    ``consent``, ``faults``."""
     name, body = req.path.removeprefix("/_control/"), req.json
     views: dict[str, Callable[[], Any]] = {
         "stats": state.stats,
@@ -45,6 +45,10 @@ def control_endpoint(state: DemoState, req: Request) -> Response:
         if "single_active" in body:
             state.set_single_active(body["single_active"])
         return json_response(200, state.config())
+    elif name == "consent":  # a one-time consent: the first refresh token of a rotation
+        if not isinstance(body, dict) or body.get("account") not in state.accounts:
+            return json_response(400, {"error": "bad_request", "error_description": "need a known account"})
+        return json_response(200, {"refresh_token": state.consent(str(body["account"]))})
     elif name == "faults":
         faults = [dict(fault) for fault in (body if isinstance(body, list) else [body])]
         state.push_faults(faults)

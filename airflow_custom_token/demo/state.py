@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 DEFAULT_ACCOUNTS = {"dev": "dev-secret", "qa": "qa-secret", "prod": "prod-secret", "demo": "demo-secret"}
 EXPIRY_STYLES = ("seconds", "string", "epoch", "iso", "none", "jwt")
 LOG_CAP = 1000
-COUNTERS = ("token_requests", "api_requests", "authenticated", "rejected", "tokens_issued")
+COUNTERS = (
+    "token_requests", "api_requests", "authenticated", "rejected", "tokens_issued",
+    "refreshes", "refreshes_rejected", "refresh_reuse",
+)  # fmt: skip
 
 
 class Issued(NamedTuple):
@@ -66,6 +69,8 @@ class DemoState:
         self._by_path: dict[str, int] = {}
         self._jobs: dict[str, tuple[float, float]] = {}  # id -> (created, seconds)
         self._csrf: dict[str, str] = {}  # session (a token of SESSION_LOGIN) -> its CSRF token
+        # refresh token -> (account, family, used): `rotation`'s single-use refresh tokens
+        self._refresh: dict[str, tuple[str, str, bool]] = {}
         self._notes: dict[str, list[dict[str, Any]]] = {}  # account -> notes of the session API
         self._clock_start = time.monotonic()
 
@@ -112,11 +117,18 @@ class DemoState:
                 self._reject_all = False
                 self._token_delay, self._single_active = 0.0, False
 
+    def revoke_access(self) -> None:
+        """Forget every access token and session; refresh tokens stay valid (an access token revoked)."""
+        with self._lock:
+            self._tokens.clear()
+            self._csrf.clear()
+
     def revoke_all(self) -> None:
         """Invalidate every token issued so far (sessions and their CSRF tokens included)."""
         with self._lock:
             self._tokens.clear()
             self._csrf.clear()
+            self._refresh.clear()
 
     def set_lifetime(self, seconds: int) -> None:
         """Set the lifetime of tokens issued from now on."""
@@ -185,6 +197,32 @@ class DemoState:
             self._tokens[token] = (account, expiry)
             self._counts["tokens_issued"] += 1
         return Issued(token, lifetime, style, expiry)
+
+    def consent(self, account: str, family: str | None = None) -> str:
+        """A new single-use refresh token for ``account`` (a one-time consent when ``family`` is None;
+        else the next of that family's rotation)."""
+        refresh = "rt_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._refresh[refresh] = (account, family or secrets.token_hex(8), False)
+        return refresh
+
+    def redeem(self, refresh: str) -> tuple[str | None, str, str]:
+        """Use ``refresh`` once: ``(account, family, "")``, or ``(None, family, why)`` when it is unknown or
+        used already. A reused one revokes its whole family, as OAuth servers with reuse detection do."""
+        with self._lock:
+            entry = self._refresh.get(refresh)
+            if entry is None:
+                self._counts["refreshes_rejected"] += 1
+                return None, "", "unknown refresh token"
+            account, family, used = entry
+            if used:
+                self._counts["refreshes_rejected"] += 1
+                self._counts["refresh_reuse"] += 1
+                self._refresh = {r: e for r, e in self._refresh.items() if e[1] != family}
+                return None, family, "refresh token reused: its family is revoked"
+            self._refresh[refresh] = (account, family, True)
+            self._counts["refreshes"] += 1
+            return account, family, ""
 
     def open_session(self, session: str) -> str:
         """Give ``session`` (a token just issued) a new CSRF token, and return it."""
