@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from airflow_custom_token import redaction
+from airflow_custom_token import redaction, templating
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
@@ -140,9 +140,24 @@ class TokenSource:
 
         for attempt in tenacity.Retrying(**self.settings.retry.tenacity_options()):
             with attempt:
-                token = read_token(self.account, send(self.request), time.time(), self.limits)
+                request, account, fresh = self._token_request()
+                if fresh:  # masked before it is sent: an error answer or a log line may quote it
+                    redaction.register_token(f"{self.key}#late", fresh[0], fresh)
+                token = read_token(account, send(request), time.time(), self.limits)
         redaction.register_token(self.key, token.value, self.secrets(token))
         return token
+
+    def _token_request(self) -> tuple[HttpRequest, ConnectedAccount, tuple[str, ...]]:
+        """The token request to send now, sync and async alike: `self.request` with its late
+        placeholders filled (a freshly signed `{assertion}`, one per attempt: a server may refuse a
+        reused `jti`); the account that reads its answer, those values among its secrets (an error
+        answer that echoes them is redacted); and the values, to register before sending."""
+        late = self.account.late_values(time.time())
+        if not late:
+            return self.request, self.account, ()
+        fresh = tuple(late.values())
+        account = dataclasses.replace(self.account, secrets=(*self.account.secrets, *fresh))
+        return templating.fill_late(self.request, late), account, fresh
 
     def discard(self, token: Token | None) -> None:
         """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
@@ -171,7 +186,10 @@ class TokenSource:
 
         async for attempt in tenacity.AsyncRetrying(**self.settings.retry.tenacity_options()):
             with attempt:
-                token = read_token(self.account, await send(self.request), time.time(), self.limits)
+                request, account, fresh = self._token_request()
+                if fresh:  # as in `_fetch`
+                    await redaction.aregister_token(f"{self.key}#late", fresh[0], fresh)
+                token = read_token(account, await send(request), time.time(), self.limits)
         await redaction.aregister_token(self.key, token.value, self.secrets(token))
         return token
 

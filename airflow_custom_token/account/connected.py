@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow_custom_token import templating
 from airflow_custom_token.account.urls import HTTP_URL, origin_of, origin_text, url_problem
+from airflow_custom_token.assertion import AssertionSpec, sign
 from airflow_custom_token.errors import (
     ConfigurationError,
     PlaceholderError,
@@ -89,6 +90,7 @@ class ConnectedAccount:
     token_query: tuple[tuple[str, PerToken], ...] = field(default=(), repr=False)
     request_retries: int = 0  # API retries of idempotent requests (`rules.api_policy`)
     transport: Transport = field(default_factory=Transport)  # TLS client certificate, CA bundle, proxies
+    assertion: AssertionSpec | None = field(default=None, repr=False)  # `{assertion}`: a JWT per request
 
     @property
     def cache_key(self) -> str:
@@ -105,8 +107,15 @@ class ConnectedAccount:
             self.expiry_path,
             self.default_lifetime,
         ]
+        if self.assertion is not None:  # whom the assertion names, not the assertion of the moment
+            reading.append(self.assertion.fingerprint())
         digest = hashlib.sha256(json.dumps(["cache key 2", *reading]).encode()).hexdigest()
         return f"{self.integration_key}-{digest[:40]}"
+
+    def late_values(self, now: float) -> dict[str, str]:
+        """Values of the token request's late placeholders for a request sent at `now` (epoch
+        seconds): a freshly signed `{assertion}` when the account has one."""
+        return {} if self.assertion is None else {"assertion": sign(self.assertion, now)}
 
     def has_outputs(self, outputs: Mapping[str, str]) -> bool:
         """Does a token read with `outputs` carry every output this account reads?"""
