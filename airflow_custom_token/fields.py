@@ -278,8 +278,9 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "access_auth", "Access Token Authentication",
         "How the token request authenticates the client: body (credentials only where Access Token "
-        "Parameters puts them) or basic (an Authorization: Basic header of Login and Password).",
-        "str", default="body", choices=("body", "basic"),
+        "Parameters puts them), basic (an Authorization: Basic header of Login and Password) or "
+        "client_secret_basic (the same, each form-encoded first, as OAuth 2.0 servers read it).",
+        "str", default="body", choices=("body", "basic", "client_secret_basic"),
     ),
     ExtraField(
         "access_response_path", "Token Location",
@@ -422,6 +423,37 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "allowed_hosts", "Allowed Hosts",
         "Origins besides the Base URL's that may receive the token, one a line (https://host[:port]).",
         "list", items=Item("str", "host names or origins"),
+    ),
+    # Signed JWT assertions (`assertion`): the {assertion} placeholder of the token request, signed anew
+    # for each request. `assertion_private_key` holds a masker word on purpose: its value is the key.
+    ExtraField(
+        "assertion_private_key", "Assertion Signing Key",
+        "PEM private key (RS*, PS*, ES*, EdDSA) or shared secret (HS256; {password} for "
+        "client_secret_jwt) that signs the {assertion} placeholder, a JWT made anew for each token request.",
+        "str", secret=True,
+    ),
+    ExtraField(
+        "assertion_algorithm", "Assertion Algorithm",
+        "JWS algorithm of the {assertion} JWT.",
+        "str", default="RS256",
+        choices=("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256"),
+    ),
+    ExtraField(
+        "assertion_claims", "Assertion Claims",
+        'Claims of the {assertion} JWT, with placeholders: {"iss": "...", "sub": "...", "aud": "...", '
+        '"scope": "..."}; aud defaults to the token endpoint URL, iss and sub to Login; exp, iat and jti '
+        "are added.",
+        "object",
+    ),
+    ExtraField(
+        "assertion_lifetime", "Assertion Lifetime (s)",
+        "Seconds each {assertion} JWT is valid: its exp is the time of the token request plus this.",
+        "int", default=300, minimum=1, maximum=3600, unit=_SECONDS,
+    ),
+    ExtraField(
+        "assertion_headers", "Assertion Headers",
+        'Additional JOSE headers of the {assertion} JWT, with placeholders, e.g. {"kid": "key-1"}.',
+        "object",
     ),
 )  # fmt: skip
 

@@ -41,7 +41,8 @@ class RefreshRejected(TokenRequestError):
 
 @dataclass(frozen=True)
 class Step:
-    """One request of a plan; `consumes`: the refresh token it sends (None: the token request)."""
+    """One request of a plan; `consumes`: the refresh token it sends, filled into its `{refresh_token}`
+    when it is sent (None: the token request)."""
 
     request: HttpRequest
     consumes: str | None = field(default=None, repr=False)
@@ -86,16 +87,26 @@ class Plan:
         return dataclasses.replace(token, refresh=step.consumes, refresh_expires_at=expires)
 
 
-def plan(account: ConnectedAccount, token_request: HttpRequest, previous: Token | None, now: float) -> Plan:
-    """The steps that renew the token of `account`, whose caches last held `previous` (or nothing)."""
+def plan(
+    account: ConnectedAccount,
+    token_request: HttpRequest,
+    refresh_request: HttpRequest | None,
+    previous: Token | None,
+    now: float,
+) -> Plan:
+    """The steps that renew the token of `account`, whose caches last held `previous` (or nothing).
+
+    :param refresh_request: the account's refresh request, `{refresh_token}` open (filled when it is
+        sent: `Step.consumes`).
+    """
     spec = account.refresh
-    if spec is None:
+    if spec is None or refresh_request is None:
         return Plan(account, [Step(token_request)], previous, now)
     refresh = previous.refresh_usable(now) if previous is not None else None
     stored = previous is not None and previous.refresh is not None
     if refresh is None and not stored:
         refresh = spec.seed  # nothing stored yet: the one-time consent's refresh token
-    steps = [Step(spec.request_with(refresh), refresh)] if refresh else []
+    steps = [Step(refresh_request, refresh)] if refresh else []
     if spec.full_request:
         steps.append(Step(token_request))
     if not steps:

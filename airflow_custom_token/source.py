@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from airflow_custom_token import redaction, renewal
+from airflow_custom_token import redaction, renewal, templating
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
@@ -59,6 +59,10 @@ class TokenSource:
         if request.timeout is None:
             request = dataclasses.replace(request, timeout=settings.token_request_timeout)
         self.request = request
+        refresh = account.refresh.template if account.refresh is not None else None
+        if refresh is not None and refresh.timeout is None:
+            refresh = dataclasses.replace(refresh, timeout=request.timeout)
+        self.refresh_request = refresh  # `{refresh_token}` (and late placeholders) still open
         # the shared cache's lease: held (and renewed) while this host's token request runs, as long as
         # it can take under the retry policy at most; other hosts wait that long at most
         retry = settings.retry
@@ -147,13 +151,16 @@ class TokenSource:
         seed when the account has refresh tokens, else (or when that is refused) the token request."""
         import tenacity
 
-        plan = renewal.plan(self.account, self.request, previous, time.time())
+        plan = renewal.plan(self.account, self.request, self.refresh_request, previous, time.time())
         token: Token | None = None
         for step in plan.steps:
             try:
                 for attempt in tenacity.Retrying(**self._retry_options(step)):
                     with attempt:
-                        token = read_token(self.account, send(step.request), time.time(), self.limits)
+                        request, account, fresh = self._request(step)
+                        if fresh:  # masked before it is sent: an error answer or a log line may quote it
+                            redaction.register_token(f"{self.key}#late", fresh[0], fresh)
+                        token = read_token(account, send(request), time.time(), self.limits)
                 break
             except TokenRequestError as exc:
                 plan.refused(step, exc)  # raises, unless a refused refresh token falls back
@@ -168,6 +175,20 @@ class TokenSource:
         if step.consumes is not None:
             options["retry"] = renewal.retry_refresh
         return options
+
+    def _request(self, step: renewal.Step) -> tuple[HttpRequest, ConnectedAccount, tuple[str, ...]]:
+        """The request of `step` to send now, sync and async alike, with its late placeholders filled
+        (a freshly signed `{assertion}`, one per attempt: a server may refuse a reused `jti`; the refresh
+        token it consumes); the account that reads its answer, those values among its secrets (an error
+        answer that echoes them is redacted); and the values, to register before sending."""
+        late = self.account.late_values(time.time())
+        if step.consumes is not None:
+            late["refresh_token"] = step.consumes
+        if not late:
+            return step.request, self.account, ()
+        fresh = tuple(late.values())
+        account = dataclasses.replace(self.account, secrets=(*self.account.secrets, *fresh))
+        return templating.fill_late(step.request, late), account, fresh
 
     def discard(self, token: Token | None) -> None:
         """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
@@ -200,13 +221,16 @@ class TokenSource:
         """`_fetch` for the event loop: the same plan, its requests awaited."""
         import tenacity
 
-        plan = renewal.plan(self.account, self.request, previous, time.time())
+        plan = renewal.plan(self.account, self.request, self.refresh_request, previous, time.time())
         token: Token | None = None
         for step in plan.steps:
             try:
                 async for attempt in tenacity.AsyncRetrying(**self._retry_options(step)):
                     with attempt:
-                        token = read_token(self.account, await send(step.request), time.time(), self.limits)
+                        request, account, fresh = self._request(step)
+                        if fresh:  # as in `_fetch`
+                            await redaction.aregister_token(f"{self.key}#late", fresh[0], fresh)
+                        token = read_token(account, await send(request), time.time(), self.limits)
                 break
             except TokenRequestError as exc:
                 plan.refused(step, exc)

@@ -13,22 +13,33 @@ text, so JSON in a field is left alone. Where a value lands decides how it is tr
   away (`/api/tenants/{tenant}/v1` with `..` would be `/api/v1`). Encoding the dots does not help:
   `%2E%2E` is `..` by RFC 3986, and requests (which unquotes unreserved characters), yarl and many
   servers decode it before resolving the path.
+
+Late placeholders (`LATE_PLACEHOLDERS`: `{assertion}`, `{refresh_token}`) are not resolved when the
+account is built: the token request keeps them as written (so its fingerprint, the account's cache key,
+stays the same) and `fill_late` fills them just before each send, with values made for that request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow_custom_token.errors import PlaceholderError
+
+if TYPE_CHECKING:
+    from airflow_custom_token.wire import HttpRequest
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 DOT_SEGMENTS = frozenset({".", ".."})
 _CONTROL = re.compile(r"[\r\n\x00]")
+#: Placeholders of the token request filled at send time (`fill_late`), each by a feature the account
+#: configures: `assertion` (a signed JWT, `assertion_private_key`), `refresh_token` (the last answer's).
+LATE_PLACEHOLDERS = frozenset({"assertion", "refresh_token"})
 
 
 def placeholders(text: str) -> list[str]:
@@ -191,3 +202,55 @@ def missing_placeholders(obj: Any, available: Mapping[str, Any] | frozenset[str]
 
     walk(obj)
     return found
+
+
+def kept_late(names: frozenset[str] | set[str]) -> dict[str, str]:
+    """Values that leave the late placeholders `names` in place when the account is built."""
+    return {name: f"{{{name}}}" for name in names}
+
+
+def fill_late(request: HttpRequest, values: Mapping[str, str]) -> HttpRequest:
+    """`request` with its late placeholders (those `values` names) filled: in the values of its query
+    parameters, form, JSON body and headers. A header value must stay Latin-1 text on one line.
+
+    The values become secrets of the request (`redact`): each is made for one request (an assertion)
+    or is a credential (a refresh token).
+    """
+    if not values:
+        return request
+    pattern = re.compile(r"\{(" + "|".join(re.escape(name) for name in values) + r")\}")
+
+    def fill(text: str, field: str, header: bool = False) -> str:
+        if "{" not in text:
+            return text
+        filled = pattern.sub(lambda match: values[match.group(1)], text)
+        if filled != text and (_CONTROL.search(filled) or (header and not _is_latin1(filled))):
+            raise PlaceholderError(
+                field,
+                "a late placeholder's value cannot travel there (a line break or NUL, or in a header "
+                "text that is not Latin-1)",
+            )
+        return filled
+
+    def fill_json(obj: Any) -> Any:
+        if isinstance(obj, str):
+            return fill(obj, "access_parameters")
+        if isinstance(obj, Mapping):
+            return {k: fill_json(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [fill_json(v) for v in obj]
+        return obj
+
+    def pairs(
+        items: tuple[tuple[str, str], ...], field: str, header: bool = False
+    ) -> tuple[tuple[str, str], ...]:
+        return tuple((name, fill(value, field, header)) for name, value in items)
+
+    return dataclasses.replace(
+        request,
+        params=pairs(request.params, "access_parameters"),
+        form=None if request.form is None else pairs(request.form, "access_parameters"),
+        json=fill_json(request.json),
+        headers=pairs(request.headers, "access_headers", header=True),
+        redact=(*request.redact, *(v for v in values.values() if v)),
+    )

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 from airflow_custom_token import templating
 from airflow_custom_token.account.chain import MergedChain, merge_chain
@@ -22,6 +23,7 @@ from airflow_custom_token.account.connected import ConnectedAccount, PerToken, T
 from airflow_custom_token.account.raw import RawConnection, is_secret_name
 from airflow_custom_token.account.refresh import build_refresh
 from airflow_custom_token.account.urls import BASE_URL_EXPECTED, HTTP_URL, origin_of, origin_text, url_problem
+from airflow_custom_token.assertion import AssertionSpec, assertion_spec
 from airflow_custom_token.errors import (
     ConfigurationError,
     PlaceholderError,
@@ -106,19 +108,26 @@ def render_inputs(
     checked: Mapping[str, Any],
     values: Mapping[str, str],
     outputs: Sequence[str] = (),
+    late: Mapping[str, str] | None = None,
 ) -> tuple[RenderedInputs, list[str]]:
     """Resolve the placeholders of every input; check the URLs' shape.
 
     The placeholders of `outputs` (names of additional outputs) and `{token}` stay open in
     `inject_template` and in the values of `request_parameters`: they are filled per token (`PerToken`).
+    Those of `late` (`late_placeholders`) stay open in `access_parameters` and `access_headers`: they
+    are filled per token request (`templating.fill_late`).
 
     Over 60 lines: one step per input field, in the table's order, all reporting into one `problems`.
     """
     problems: list[str] = []
 
-    def render(name: str, fn: Callable[[Any, Mapping[str, str], str], Any], value: Any) -> Any:
+    token_values = {**values, **(late or {})}
+
+    def render(
+        name: str, fn: Callable[[Any, Mapping[str, str], str], Any], value: Any, late_too: bool = False
+    ) -> Any:
         try:
-            return fn(value, values, name)
+            return fn(value, token_values if late_too else values, name)
         except PlaceholderError as exc:
             problems.append(str(exc))
             return None
@@ -131,8 +140,12 @@ def render_inputs(
         endpoint = base_url + ("" if endpoint.startswith("/") else "/") + endpoint
     elif endpoint and "://" in endpoint:
         url_problem(problems, "access_endpoint", endpoint, HTTP_URL)
-    access_params = render("access_parameters", templating.render_object, checked["access_parameters"] or {})
-    access_headers = render("access_headers", templating.render_headers, checked["access_headers"] or {})
+    access_params = render(
+        "access_parameters", templating.render_object, checked["access_parameters"] or {}, late_too=True
+    )
+    access_headers = render(
+        "access_headers", templating.render_headers, checked["access_headers"] or {}, late_too=True
+    )
     in_header = checked["inject_as"] != "url"
     inject_name = render("inject_name", templating.render_header, checked["inject_name"] or "")
     per_token_start = len(problems)
@@ -198,6 +211,49 @@ def _hold_outputs(params: Any, outputs: Sequence[str]) -> tuple[Any, dict[str, s
     return rest, held
 
 
+#: The field that configures each late placeholder: `{assertion}` is signed with `assertion_private_key`.
+LATE_FIELDS: Mapping[str, str] = {"assertion": "assertion_private_key"}
+
+
+def late_placeholders(
+    checked: Mapping[str, Any], values: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The late placeholders the token request keeps open (`templating.LATE_PLACEHOLDERS` whose
+    feature the account configures; it wins over a parameter of the same name), and the problems: a
+    late placeholder used without its feature (and without a parameter of that name), a feature set
+    whose placeholder no token or refresh request uses. `{refresh_token}` belongs to the refresh
+    request (`refresh.build_refresh`) only."""
+    token_fields = [checked["access_parameters"], checked["access_headers"]]
+    used = set(templating.missing_placeholders(token_fields, {}))
+    if checked["refresh_path"]:
+        used |= set(templating.missing_placeholders(checked["refresh_parameters"], {})) - {"refresh_token"}
+    problems: list[str] = []
+    kept: set[str] = set()
+    if "refresh_token" in used and "refresh_token" not in values:
+        problems.append(
+            "access_parameters: placeholder {refresh_token} is filled in refresh_parameters only (the "
+            "refresh request); remove it here"
+        )
+        kept.add("refresh_token")  # reported once, here
+    for name in sorted(templating.LATE_PLACEHOLDERS - {"refresh_token"}):
+        field = LATE_FIELDS.get(name)
+        configured = field is not None and checked.get(field) not in (None, "")
+        if configured and name not in used:
+            problems.append(
+                f"{field}: set, but neither access_parameters nor access_headers uses {{{name}}}, "
+                f'e.g. {{"client_assertion": "{{{name}}}"}}'
+            )
+        if configured:
+            kept.add(name)
+        elif name in used and name not in values:
+            problems.append(
+                f"access_parameters: placeholder {{{name}}} is filled for each token request only when "
+                f"{field or 'its feature'} is set; set it, or remove the placeholder"
+            )
+            kept.add(name)  # reported once, here
+    return templating.kept_late(kept), problems
+
+
 def allowed_origins(
     base_url: str | None, allowed_hosts: Sequence[str] | None, test_url: str | None = None
 ) -> tuple[frozenset[tuple[str, str, int | None]], list[str]]:
@@ -229,13 +285,18 @@ def basic_authorization(
     checked: Mapping[str, Any], values: Mapping[str, str]
 ) -> tuple[str | None, list[str]]:
     """`access_auth` basic: the token request's `Authorization: Basic base64(login:password)` value
-    (RFC 7617, UTF-8), from the values of `{login}` and `{password}`; None for `body`."""
-    if checked["access_auth"] != "basic":
+    (RFC 7617, UTF-8), from the values of `{login}` and `{password}`; `client_secret_basic`: the same
+    with each form-encoded first (RFC 6749 section 2.3.1: how OAuth servers decode it, so that `+`,
+    `%`, `:` or a space in a secret arrive as sent); None for `body`."""
+    auth = checked["access_auth"]
+    if auth not in ("basic", "client_secret_basic"):
         return None, []
     login, password = values.get("login"), values.get("password") or ""
     if not login:
-        return None, ["access_auth: basic sends login:password in an Authorization header; set login"]
-    if ":" in login:
+        return None, [f"access_auth: {auth} sends login:password in an Authorization header; set login"]
+    if auth == "client_secret_basic":
+        login, password = quote_plus(login, safe=""), quote_plus(password, safe="")
+    elif ":" in login:
         return None, [
             "access_auth: basic cannot send a login that contains ':' (RFC 7617); found one that does"
         ]
@@ -260,8 +321,8 @@ def build_token_request(
     if authorization is not None:
         if any(name.lower() == "authorization" for name, _ in headers):
             problems.append(
-                "access_auth: basic sets the Authorization header of the token request, which "
-                "access_headers sets too; remove it from access_headers"
+                f"access_auth: {checked['access_auth']} sets the Authorization header of the token "
+                "request, which access_headers sets too; remove it from access_headers"
             )
         headers = (*headers, ("Authorization", authorization))
     json_body = verb != "GET" and body == "json"
@@ -324,12 +385,21 @@ def build_account(
     problems += found
     outputs, found = check_outputs(checked, values)
     problems += found
-    rendered, found = render_inputs(merged, checked, values, [name for name, _ in outputs])
+    late, found = late_placeholders(checked, values)
     problems += found
+    rendered, found = render_inputs(merged, checked, values, [name for name, _ in outputs], late)
+    problems += found
+    assertion: AssertionSpec | None = None
+    if "assertion" in late:
+        assertion, found = assertion_spec(checked, values, rendered.token_url)
+        problems += found
     allowed, found = allowed_origins(rendered.base_url, checked["allowed_hosts"], rendered.test_url)
     problems += found
     secrets = secret_values(values)
     secrets += [s for s in proxy_secrets(checked["proxies"]) if s not in secrets]
+    key_text = str(checked["assertion_private_key"] or "")
+    if key_text and not templating.PLACEHOLDER.fullmatch(key_text.strip()):  # `{password}` is one already
+        secrets.append(key_text)
     authorization, found = basic_authorization(checked, values)
     problems += found
     if authorization is not None:  # the client's credentials, encoded: as secret as the password
@@ -341,6 +411,7 @@ def build_account(
     refresh, found = build_refresh(
         checked,
         values,
+        late,
         rendered.base_url,
         lambda fields, url, parameters: build_token_request(
             fields, dataclasses.replace(rendered, token_url=url, access_parameters=parameters), secrets,
@@ -380,6 +451,7 @@ def build_account(
         token_query=rendered.token_query,
         request_retries=int(checked["request_retries"]),
         refresh=refresh,
+        assertion=assertion,
         transport=Transport(
             verify=bool(checked["verify"]),
             ca_bundle=checked["ca_bundle"] or None,

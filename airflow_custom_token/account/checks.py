@@ -57,7 +57,8 @@ def check_value(spec: ExtraField, value: Any, choices: Sequence[str], problems: 
     if value is None or (spec.required and value == ""):  # missing: reported once, as missing
         return value
     if spec.choices and isinstance(value, str):
-        folded = value.upper() if all(c == c.upper() for c in spec.choices) else value.lower()
+        spelled = {c.casefold(): c for c in (*spec.choices, *choices)}  # "eddsa" is EdDSA
+        folded = spelled.get(value.casefold(), value)
         if folded not in choices:
             either = " or ".join(choices) if len(spec.choices) == 2 else f"one of {', '.join(choices)}"
             problems.append(f"{key}: expected {either}, found {value!r}")

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from airflow_custom_token import templating
 from airflow_custom_token.account.refresh import RefreshSpec
 from airflow_custom_token.account.urls import HTTP_URL, origin_of, origin_text, url_problem
+from airflow_custom_token.assertion import AssertionSpec, sign
 from airflow_custom_token.errors import (
     ConfigurationError,
     PlaceholderError,
@@ -91,6 +92,7 @@ class ConnectedAccount:
     request_retries: int = 0  # API retries of idempotent requests (`rules.api_policy`)
     transport: Transport = field(default_factory=Transport)  # TLS client certificate, CA bundle, proxies
     refresh: RefreshSpec | None = None  # renewal with a refresh token (`refresh_path`)
+    assertion: AssertionSpec | None = field(default=None, repr=False)  # `{assertion}`: a JWT per request
 
     @property
     def cache_key(self) -> str:
@@ -109,8 +111,15 @@ class ConnectedAccount:
         ]
         if self.refresh is not None:  # accounts without refresh tokens keep their 0.3 keys
             reading.append(self.refresh.fingerprint())
+        if self.assertion is not None:  # whom the assertion names, not the assertion of the moment
+            reading.append(self.assertion.fingerprint())
         digest = hashlib.sha256(json.dumps(["cache key 2", *reading]).encode()).hexdigest()
         return f"{self.integration_key}-{digest[:40]}"
+
+    def late_values(self, now: float) -> dict[str, str]:
+        """Values of the token request's late placeholders for a request sent at `now` (epoch
+        seconds): a freshly signed `{assertion}` when the account has one."""
+        return {} if self.assertion is None else {"assertion": sign(self.assertion, now)}
 
     def has_outputs(self, outputs: Mapping[str, str]) -> bool:
         """Does a token read with `outputs` carry every output this account reads?"""

@@ -3,13 +3,13 @@
 
 The refresh request is the token request's twin: the same body format, headers and client
 authentication (`access_auth`), with its own endpoint, verb and parameters. `{refresh_token}` in its
-parameters is filled when it is sent (`RefreshSpec.request_with`), with the refresh token the caches hold
-or the seed; everything else is resolved here, once. No I/O.
+parameters is a late placeholder (`templating.fill_late`), filled when it is sent with the refresh token
+the caches hold or the seed (`renewal.Step.consumes`), as `{assertion}` is; everything else is resolved
+here, once. No I/O.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,23 +19,16 @@ from airflow_custom_token.account.urls import HTTP_URL, url_problem
 from airflow_custom_token.errors import PlaceholderError
 from airflow_custom_token.wire import HttpRequest
 
-# `{refresh_token}` while the request is a template: a value no connection can hold (a NUL byte)
-MARKER = "\x00refresh_token\x00"
-
 
 @dataclass(frozen=True)
 class RefreshSpec:
     """How an account renews its token with a refresh token."""
 
-    template: HttpRequest  # the refresh request, `{refresh_token}` left as `MARKER`
+    template: HttpRequest  # the refresh request, `{refresh_token}` open (`templating.fill_late`)
     path: str  # where an answer carries a (new) refresh token: the syntax of `access_response_path`
     lifetime: int  # seconds a refresh token is kept when the answer states no `refresh_expires_in`
     seed: str | None = field(default=None, repr=False)  # `initial_refresh_token`
     full_request: bool = True  # is there a token request to fall back to (without a refresh token)?
-
-    def request_with(self, refresh_token: str) -> HttpRequest:
-        """The refresh request that sends `refresh_token`."""
-        return fill_marker(self.template, refresh_token)
 
     def fingerprint(self) -> list[Any]:
         """What decides the cache entry: the request template, the location, the lifetime, the seed (a
@@ -43,51 +36,17 @@ class RefreshSpec:
         return [self.template.fingerprint(), self.path, self.lifetime, self.seed or ""]
 
 
-def fill_marker(request: HttpRequest, value: str) -> HttpRequest:
-    """`request` with `MARKER` replaced by `value` in its URL, query, form, JSON body and header values."""
-
-    def fill(text: str) -> str:
-        return text.replace(MARKER, value) if MARKER in text else text
-
-    def walk(obj: Any) -> Any:
-        if isinstance(obj, str):
-            return fill(obj)
-        if isinstance(obj, Mapping):
-            return {key: walk(item) for key, item in obj.items()}
-        if isinstance(obj, list):
-            return [walk(item) for item in obj]
-        return obj
-
-    def pairs(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-        return tuple((name, fill(text)) for name, text in items)
-
-    return dataclasses.replace(
-        request,
-        url=fill(request.url),
-        params=pairs(request.params),
-        headers=pairs(request.headers),
-        form=None if request.form is None else pairs(request.form),
-        json=walk(request.json),
-    )
-
-
-def _holds_marker(obj: Any) -> bool:
-    if isinstance(obj, str):
-        return MARKER in obj
-    if isinstance(obj, Mapping):
-        return any(_holds_marker(item) for item in obj.values())
-    if isinstance(obj, list):
-        return any(_holds_marker(item) for item in obj)
-    return False
-
-
 def build_refresh(
     checked: Mapping[str, Any],
     values: Mapping[str, str],
+    late: Mapping[str, str],
     base_url: str | None,
     build_request: Callable[[Mapping[str, Any], str, Any], tuple[HttpRequest, list[str]]],
 ) -> tuple[RefreshSpec | None, list[str]]:
     """The account's `RefreshSpec` (None without `refresh_path`), and the problems found.
+
+    :param late: the late placeholders the account keeps open (`build.late_placeholders`); they, and
+        `{refresh_token}`, stay open in `refresh_parameters` until the request is sent.
 
     :param build_request: builds a token-request-shaped request from (checked fields with the refresh
         verb, the refresh URL, the rendered refresh parameters): `build.build_token_request`'s rules.
@@ -104,27 +63,28 @@ def build_refresh(
     problems: list[str] = []
     if path.startswith(("header:", "cookie:")) and not path.split(":", 1)[1].strip():
         problems.append(f"refresh_path: expected a name after {path!r}, found none")
-    late = {**values, "refresh_token": MARKER}
+    kept = {**values, **late, **templating.kept_late({"refresh_token"})}
     url: str | None = None
     parameters: Any = None
+    endpoint = checked["refresh_endpoint"] or checked["access_endpoint"] or ""
+    if "refresh_token" in templating.placeholders(endpoint):
+        problems.append("refresh_endpoint: expected no {refresh_token} in the URL (it would be logged)")
+        endpoint = ""
     try:
-        endpoint = checked["refresh_endpoint"] or checked["access_endpoint"] or ""
-        url = templating.render_url(endpoint, late, "refresh_endpoint")
-        parameters = templating.render_object(checked["refresh_parameters"] or {}, late, "refresh_parameters")
+        url = templating.render_url(endpoint, values, "refresh_endpoint")
+        parameters = templating.render_object(checked["refresh_parameters"] or {}, kept, "refresh_parameters")
     except PlaceholderError as exc:
         problems.append(str(exc))
     if url is not None and "://" not in url and base_url:
         url = base_url + ("" if url.startswith("/") else "/") + url
     elif url is not None and "://" in url:
         url_problem(problems, "refresh_endpoint", url, HTTP_URL)
-    if url is not None and MARKER in url:
-        problems.append("refresh_endpoint: expected no {refresh_token} in the URL (it would be logged)")
-    if parameters is not None and not _holds_marker(parameters):
+    if parameters is not None and "refresh_token" not in templating.missing_placeholders(parameters, {}):
         problems.append(
             "refresh_parameters: expected {refresh_token} in a value (where the refresh token is sent), "
             "found none"
         )
-    if problems or url is None:
+    if problems or not url:
         return None, problems
     refresh_checked = {**checked, "access_verb": checked["refresh_verb"] or "POST"}
     template, found = build_request(refresh_checked, url, parameters)

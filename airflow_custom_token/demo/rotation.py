@@ -4,7 +4,8 @@
 and a refresh token; ``grant_type=refresh_token`` with ``refresh_token`` answers a new pair and spends the
 one sent: sent again, it is refused (``400 invalid_grant``) and its whole family is revoked (reuse
 detection), so a client that ever uses one twice must start again from a consent. A first refresh token
-without client credentials comes from ``POST /_control/consent`` (the one-time consent of APIs like Xero).Client credentials sent with a refresh request must be the account's (401 otherwise); a public client
+without client credentials comes from ``POST /_control/consent`` (the one-time consent of APIs like Xero).
+Client credentials sent with a refresh request must be the account's (401 otherwise); a public client
 sends none.
 """
 

@@ -31,18 +31,17 @@ pytestmark = pytest.mark.timeout(120)
 
 def rotating_extra(demo: DemoServer, **overrides: Any) -> dict[str, Any]:
     """Client credentials for the first token, then refresh tokens read from `refresh_token`."""
-    return demo_extra(
-        demo,
-        integration_key="rotating",
-        access_endpoint=f"{demo.url}{ROTATING}",
-        access_parameters={
+    settings: dict[str, Any] = {
+        "integration_key": "rotating",
+        "access_endpoint": f"{demo.url}{ROTATING}",
+        "access_parameters": {
             "grant_type": "client_credentials",
             "client_id": "{login}",
             "client_secret": "{password}",
         },
-        refresh_path="refresh_token",
-        **overrides,
-    )
+        "refresh_path": "refresh_token",
+    }
+    return demo_extra(demo, **{**settings, **overrides})
 
 
 @pytest.fixture
@@ -65,8 +64,8 @@ def sent_refresh_tokens(demo: DemoServer) -> list[str]:
 
 
 def expire_access_token(hook: CustomTokenHook) -> None:
-    """Make the cached access token expire now (its refresh token kept), as time would."""
-    PROCESS_CACHE.discard(hook.source.key, None, None)
+    """Make the cached access token expire now in every tier (its refresh token kept), as time would."""
+    hook.source.discard(None)
 
 
 def test_expiry_renews_with_the_refresh_token_and_keeps_the_rotated_one(demo, rotating):

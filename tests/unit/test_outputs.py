@@ -98,7 +98,10 @@ def test_basic_without_a_password_sends_an_empty_one() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"access_auth": "digest"}, "access_auth: expected body or basic, found 'digest'"),
+        (
+            {"access_auth": "digest"},
+            "access_auth: expected one of body, basic, client_secret_basic, found 'digest'",
+        ),
         (
             {"access_auth": "basic", "login": None},
             "access_auth: basic sends login:password in an Authorization header; set login",
