@@ -6,7 +6,8 @@
   share its host cache directory. Importing Airflow takes seconds, so the processes are forked from
   multiprocessing's fork server, which imports the provider once (as Celery's prefork pool and the task
   runner fork theirs), and are then told what to do over a pipe: `prepare` (environment, empty
-  caches), `run` (hook.run in a loop from a given start time) or `token` (get_token).
+  caches), `run` (hook.run in a loop from a given start time, in one thread or several) or `token`
+  (get_token).
 """
 
 from __future__ import annotations
@@ -246,6 +247,33 @@ class Cluster:
 
 
 def _run(command: Mapping[str, Any]) -> dict[str, Any]:
+    """`_run_one` in `threads` threads at once (each with its own hook), their results added up."""
+    threads = int(command.get("threads", 1))
+    if threads == 1:
+        return _run_one(command)
+    import threading
+
+    results: list[dict[str, Any]] = []
+    workers = [threading.Thread(target=lambda: results.append(_run_one(command))) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    statuses: dict[str, int] = {}
+    tokens: list[str] = []
+    for result in results:
+        for key, count in result["statuses"].items():
+            statuses[key] = statuses.get(key, 0) + count
+        tokens += [token for token in result["tokens"] if token not in tokens]
+    return {
+        "statuses": statuses,
+        "tokens": tokens,
+        "elapsed": max(r["elapsed"] for r in results),
+        "slowest": max(r["slowest"] for r in results),
+    }
+
+
+def _run_one(command: Mapping[str, Any]) -> dict[str, Any]:
     from airflow_custom_token.errors import CustomTokenError
     from airflow_custom_token.hooks.custom_token import CustomTokenHook
 
@@ -273,7 +301,10 @@ def _run(command: Mapping[str, Any]) -> dict[str, Any]:
             key = f"error: {type(exc).__name__}: {exc}"[:300]
         slowest = max(slowest, time.monotonic() - sent)
         statuses[key] = statuses.get(key, 0) + 1
-        token = hook.get_token()
+        try:
+            token = hook.get_token()
+        except CustomTokenError:  # counted above, as the call's error
+            continue
         if token not in tokens:
             tokens.append(token)
     return {"statuses": statuses, "tokens": tokens, "elapsed": time.monotonic() - began, "slowest": slowest}

@@ -145,7 +145,7 @@ def test_read_only_directory_in_the_event_loop(tmpfs, logs):
     store = HostStore(tmpfs("ro,mode=0700,size=1m"), Fernet(Fernet.generate_key()))
     cache = TokenCache()
 
-    async def fetch() -> Token:
+    async def fetch(previous: Token | None) -> Token:  # previous: the expired entry (none here)
         return Token("async-token", time.time() + 600, time.time())
 
     async def twice() -> list[str]:
@@ -163,7 +163,7 @@ def test_a_caller_cancelled_while_waiting_for_the_lock_does_not_leave_it_held(tm
     other = store.acquire("acme-key")  # another process holds the lock
     assert other is not None
 
-    async def fetch() -> Token:
+    async def fetch(previous: Token | None) -> Token:  # previous: the expired entry (none here)
         return Token("async-token", time.time() + 600, time.time())
 
     async def cancelled_then_again() -> str:

@@ -348,9 +348,9 @@ def test_a_waiter_reads_the_token_the_lease_holder_wrote(demo, acme, redis):
     assert store is not None
     key, fetch_calls = hook.account.cache_key, []
 
-    def fetch() -> Token:
+    def fetch(previous: Token | None) -> Token:
         fetch_calls.append(1)
-        return hook.source._fetch(hook._send_token_request)
+        return hook.source._fetch(hook._send_token_request, previous)
 
     results: list[Token] = []
     threads = [

@@ -17,6 +17,7 @@ from airflow_custom_token import redaction, templating
 from airflow_custom_token.account import RawConnection, build_account
 from airflow_custom_token.assertion import GRANT_TYPE
 from airflow_custom_token.errors import ConfigurationError
+from airflow_custom_token.renewal import Step
 from airflow_custom_token.settings import Settings
 from airflow_custom_token.source import TokenSource
 
@@ -133,7 +134,10 @@ def test_assertion_without_a_key_and_a_key_without_assertion_are_errors() -> Non
 def test_fresh_assertion_per_request_and_the_cache_key_stays() -> None:
     acc = account(assertion_private_key=pem(RSA))
     source = TokenSource(acc, Settings())
-    (one, _, fresh_one), (two, reader, fresh_two) = source._token_request(), source._token_request()
+    (one, _, fresh_one), (two, reader, fresh_two) = (
+        source._request(Step(source.request)),
+        source._request(Step(source.request)),
+    )
     assert (
         dict(one.form or ())["assertion"] == fresh_one[0] != fresh_two[0] == dict(two.form or ())["assertion"]
     )
