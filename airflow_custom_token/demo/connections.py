@@ -8,7 +8,8 @@ connections for a running demo API (`scripts/demo` exports them as `AIRFLOW_CONN
   own credentials and `integration_conn_id: acme`;
 - `acme_portal`: a session token read from `data.session.id` and sent as a URL parameter;
 - `acme_notes`: a session API: a login with HTTP Basic client authentication answers a session cookie
-  and a CSRF token (an additional output, from a header), sent together on every request.
+  and a CSRF token (an additional output, from a header), sent together on every request;
+- `acme_rotating`: a client-credentials token renewed with single-use refresh tokens that rotate.
 """
 
 from __future__ import annotations
@@ -86,6 +87,28 @@ def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
             "test_endpoint": "/api/session/v1/notes",
         },
     }
+    connections["acme_rotating"] = {
+        "conn_type": "custom_token",
+        "description": "Acme with refresh tokens: a client-credentials token, renewed with single-use, "
+        "rotating refresh tokens",
+        "host": api_url,
+        "login": "dev",
+        "password": ACCOUNTS["dev"],
+        "extra": {
+            "integration_name": "Acme rotating",
+            "integration_key": "acmerotating",
+            "access_endpoint": "/oauth2/v1/rotating",
+            "access_verb": "POST",
+            "access_parameters": {
+                "grant_type": "client_credentials", "client_id": "{login}", "client_secret": "{password}"
+            },
+            "refresh_path": "refresh_token",
+            "inject_as": "header",
+            "inject_name": "Authorization",
+            "inject_template": "Bearer {token}",
+            "test_endpoint": "/api/v1/whoami",
+        },
+    }  # fmt: skip
     for account, secret in ACCOUNTS.items():
         connections[f"acme_{account}"] = {
             "conn_type": "custom_token",

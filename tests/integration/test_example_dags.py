@@ -34,6 +34,7 @@ DAG_IDS = {
     "example_custom_token_asset_watcher",
     "example_custom_token_notifier",
     "example_custom_token_session_csrf",
+    "example_custom_token_refresh_rotation",
 }
 
 
@@ -185,6 +186,27 @@ def test_session_csrf(airflow_home: AirflowHome) -> None:
     calls = [e for e in demo.api_log if e["path"].startswith("/api/session/")]
     csrf_tokens = set(demo._csrf.values())
     assert len(calls) == 4 and all(e["headers"].get("X-CSRF-Token") in csrf_tokens for e in calls)
+
+
+@pytest.mark.airflow_cli
+def test_refresh_rotation(airflow_home: AirflowHome) -> None:
+    demo = airflow_home.demo
+    start = len(demo.token_log)
+    demo.set_lifetime(2)  # the access token expires during long_step
+    try:
+        xcoms = dags_test(airflow_home, "example_custom_token_refresh_rotation", {"pause": 2.5})
+    finally:
+        demo.set_lifetime(3600)
+    assert {k: v for k, v in xcoms.items() if v is not None} == {
+        "first_call": "dev", "after_deferred": "dev", "after_sync": "dev"
+    }  # fmt: skip
+    sent = [e["form"] for e in demo.token_log[start:] if e["path"] == "/oauth2/v1/rotating"]
+    grants = [form["grant_type"] for form in sent]
+    assert grants[0] == "client_credentials" and "refresh_token" in grants[1:], grants
+    assert set(grants[1:]) == {"refresh_token"}, grants  # renewed with refresh tokens only
+    refresh_tokens = [form["refresh_token"] for form in sent if "refresh_token" in form]
+    assert len(refresh_tokens) == len(set(refresh_tokens))  # each rotation's refresh token used once
+    assert demo.stats()["refreshes_rejected"] == 0
 
 
 # -- issue 13: a notifier in callbacks, an asset watched by the event trigger -------------------------------
