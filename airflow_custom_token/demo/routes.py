@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_custom_token.demo import rotation, session, tokens
+from airflow_custom_token.demo import assertions, rotation, session, tokens
 from airflow_custom_token.demo.api import api_endpoint
 from airflow_custom_token.demo.control import control_endpoint
 from airflow_custom_token.demo.httpd import json_response
@@ -25,6 +25,7 @@ TOKEN_ROUTES: dict[str, tokens.TokenRoute] = {
     "/auth/v1/text": tokens.text,
     session.SESSION_LOGIN: session.login,
     rotation.ROTATING: rotation.rotating,
+    assertions.JWT_BEARER: assertions.jwt_bearer,
 }
 TOKEN_PATHS = frozenset(TOKEN_ROUTES)
 

@@ -71,6 +71,10 @@ class DemoState:
         self._csrf: dict[str, str] = {}  # session (a token of SESSION_LOGIN) -> its CSRF token
         # refresh token -> (account, family, used): `rotation`'s single-use refresh tokens
         self._refresh: dict[str, tuple[str, str, bool]] = {}
+        # issuer -> (key, algorithms) trusted for `assertions`' JWTs; the jti seen; the JWTs accepted
+        self._assertion_keys: dict[str, tuple[Any, list[str]]] = {}
+        self._jtis: set[str] = set()
+        self._assertions: list[dict[str, Any]] = []
         self._notes: dict[str, list[dict[str, Any]]] = {}  # account -> notes of the session API
         self._clock_start = time.monotonic()
 
@@ -223,6 +227,36 @@ class DemoState:
             self._refresh[refresh] = (account, family, True)
             self._counts["refreshes"] += 1
             return account, family, ""
+
+    def trust_assertion_key(self, issuer: str, key: Any, algorithms: list[str]) -> None:
+        """Verify the JWT assertions of ``issuer`` with ``key`` (a public key in PEM, or an HMAC secret)."""
+        with self._lock:
+            self._assertion_keys[issuer] = (key, list(algorithms))
+
+    def assertion_key(self, issuer: str) -> tuple[Any, list[str]]:
+        """The key (and algorithms) that verifies ``issuer``'s assertions: a trusted one, else the demo key
+        for a known account; ``(None, [])`` for an unknown issuer."""
+        from airflow_custom_token.demo.assertions import DEMO_PUBLIC_KEY
+
+        with self._lock:
+            if issuer in self._assertion_keys:
+                return self._assertion_keys[issuer]
+        return (DEMO_PUBLIC_KEY, ["EdDSA"]) if issuer in self.accounts else (None, [])
+
+    def first_use_of_jti(self, jti: str, claims: dict[str, Any], header: dict[str, Any]) -> bool:
+        """Record an accepted assertion; False if its ``jti`` was seen before."""
+        with self._lock:
+            if jti in self._jtis:
+                return False
+            self._jtis.add(jti)
+            self._assertions.append({"claims": dict(claims), "header": dict(header)})
+            return True
+
+    @property
+    def assertions(self) -> list[dict[str, Any]]:
+        """The claims and header of every assertion accepted, oldest first."""
+        with self._lock:
+            return list(self._assertions)
 
     def open_session(self, session: str) -> str:
         """Give ``session`` (a token just issued) a new CSRF token, and return it."""
