@@ -89,3 +89,17 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path) -> N
     )
     names = imports(fake, root=tmp_path)
     assert [ours(n) for n in names if ours(n) in SURFACES] == ["hooks", "hooks", "operators", "operators"]
+
+
+DEMO = sorted((PACKAGE / "demo").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", DEMO, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_demo_api_imports_no_airflow_and_no_provider_code(path: Path) -> None:
+    """`python -m airflow_custom_token.demo` runs without Airflow: the demo is the service, not a client."""
+    wrong = [
+        name
+        for name in imports(path)
+        if name.split(".")[0] == "airflow" or (ours(name) not in (None, "demo"))
+    ]
+    assert not wrong, f"{path.name} imports {wrong}"
