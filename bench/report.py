@@ -7,9 +7,9 @@ from typing import Any
 
 from bench import masking
 from bench.common import fixed
-from bench.targets import AIRFLOW_TRIGGER, OPERATORS, OURS, SENSORS, evaluate
+from bench.targets import AIRFLOW_TRIGGER, OURS
 
-__all__ = ["OPERATORS", "SECTIONS", "SENSORS", "evaluate", "render", "table"]
+__all__ = ["SECTIONS", "render", "table"]
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:

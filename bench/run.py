@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import imports, report, shared_cache, tokens
+from bench import imports, report, shared_cache, targets, tokens
 from bench.common import ROOT, ScenarioConfig, fernet_key, run_scenario, scenario_env
 from bench.machine import describe
 from bench.servers import ServerProcess
@@ -85,7 +85,7 @@ FULL = Parameters(
     host_calls=500,
     first_calls=3,
     import_runs=10,
-    import_modules=(report.OPERATORS, report.SENSORS),
+    import_modules=(targets.OPERATORS, targets.SENSORS),
     context_modules=("airflow_custom_token.triggers.http",),
     context_runs=3,
     triggers=1000,  # the triggerer's default capacity
@@ -118,7 +118,7 @@ QUICK = Parameters(
     host_calls=10,
     first_calls=1,
     import_runs=1,
-    import_modules=(report.OPERATORS, report.SENSORS),
+    import_modules=(targets.OPERATORS, targets.SENSORS),
     context_modules=(),
     context_runs=0,
     triggers=10,
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["targets"] = report.evaluate(results)
+    results["targets"] = targets.evaluate(results)
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     kind = "quick" if args.quick else "full"
