@@ -18,6 +18,7 @@ database); the package itself depends on Airflow.
 
 from __future__ import annotations
 
+import http.cookiejar
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -109,6 +110,15 @@ def send_with_requests(
     return send
 
 
+def token_session() -> requests.Session:
+    """A session for token requests that keeps no cookie: a token request (and a login step) sends only
+    the cookies its login received (`airflow_custom_token.login`), never one left by an earlier answer,
+    as the async client (`aiohttp.DummyCookieJar`) does."""
+    session = requests.Session()
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
 class CustomTokenAuth(RulesAuth):
     """Authenticates every request on the account's origin with the account's current token.
 
@@ -190,7 +200,7 @@ class CustomTokenAuth(RulesAuth):
         """Carry a token request over this auth's own session (created on first use)."""
         if self._send is None:
             if self._token_session is None:
-                self._token_session = requests.Session()
+                self._token_session = token_session()
             self._send = send_with_requests(
                 self._token_session, self.account.secrets, self.source.limits, self.account
             )

@@ -296,6 +296,14 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "object",
     ),
     ExtraField(
+        "access_steps", "Login Steps",
+        'Requests sent before the token request, in order (at most 5): [{"endpoint": "/login", '
+        '"verb": "POST", "parameters": {...}, "body": "form", "headers": {...}, "outputs": '
+        '{"name": "location"}}]; each output is a {name} placeholder of the later steps, the token '
+        "request and the API requests; cookies a step receives go to later requests on the same host.",
+        "list",
+    ),
+    ExtraField(
         "access_expiry_path", "Expiry Location",
         "Dotted JSON path, or header:<Name>, of the token's lifetime in seconds, or of its absolute "
         "expiry time (epoch seconds or ISO 8601).",

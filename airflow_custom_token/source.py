@@ -14,10 +14,10 @@ import functools
 import importlib
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from airflow_custom_token import redaction, renewal, templating
+from airflow_custom_token import login, redaction, renewal
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
@@ -157,10 +157,7 @@ class TokenSource:
             try:
                 for attempt in tenacity.Retrying(**self._retry_options(step)):
                     with attempt:
-                        request, account, fresh = self._request(step)
-                        if fresh:  # masked before it is sent: an error answer or a log line may quote it
-                            redaction.register_token(f"{self.key}#late", fresh[0], fresh)
-                        token = read_token(account, send(request), time.time(), self.limits)
+                        token = self._attempt(send, step)
                 break
             except TokenRequestError as exc:
                 plan.refused(step, exc)  # raises, unless a refused refresh token falls back
@@ -176,19 +173,39 @@ class TokenSource:
             options["retry"] = renewal.retry_refresh
         return options
 
-    def _request(self, step: renewal.Step) -> tuple[HttpRequest, ConnectedAccount, tuple[str, ...]]:
-        """The request of `step` to send now, sync and async alike, with its late placeholders filled
-        (a freshly signed `{assertion}`, one per attempt: a server may refuse a reused `jti`; the refresh
-        token it consumes); the account that reads its answer, those values among its secrets (an error
-        answer that echoes them is redacted); and the values, to register before sending."""
+    def _exchange(self, step: renewal.Step) -> Generator[login.Outgoing, HttpResponse, Token]:
+        """One attempt of `step`, sync and async alike: the login steps first (before a token request),
+        then the request with its late placeholders filled (a freshly signed `{assertion}`, one per
+        attempt: a server may refuse a reused `jti`; the refresh token it consumes; the login's outputs
+        and cookies). Yields each request with the values to register before it is sent (an error
+        answer or a log line may quote them), receives its answer; returns the token read."""
         late = self.account.late_values(time.time())
         if step.consumes is not None:
             late["refresh_token"] = step.consumes
-        if not late:
-            return step.request, self.account, ()
-        fresh = tuple(late.values())
-        account = dataclasses.replace(self.account, secrets=(*self.account.secrets, *fresh))
-        return templating.fill_late(step.request, late), account, fresh
+        done = login.Login()
+        if step.consumes is None and self.account.steps:
+            done = yield from login.run(self.account, late, self.limits)
+        request = done.prepare(step.request, late)
+        fresh = tuple(dict.fromkeys(v for v in (*late.values(), *done.secrets()) if v))
+        account = self.account  # an error answer that echoes a fresh value is redacted
+        if fresh:
+            account = dataclasses.replace(account, secrets=(*account.secrets, *fresh))
+        token = read_token(account, (yield request, fresh), time.time(), self.limits)
+        if done.values:  # the login's outputs are the token's too: placeholders of the API requests
+            token = dataclasses.replace(token, outputs={**done.values, **token.outputs})
+        return token
+
+    def _attempt(self, send: Send, step: renewal.Step) -> Token:
+        """Drive `_exchange` over `send`."""
+        flow, answer = self._exchange(step), None
+        try:
+            while True:
+                request, fresh = flow.send(answer)  # type: ignore[arg-type]  # None starts it
+                if fresh:  # masked before it is sent
+                    redaction.register_token(f"{self.key}#late", fresh[0], fresh)
+                answer = send(request)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
 
     def discard(self, token: Token | None) -> None:
         """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
@@ -227,10 +244,7 @@ class TokenSource:
             try:
                 async for attempt in tenacity.AsyncRetrying(**self._retry_options(step)):
                     with attempt:
-                        request, account, fresh = self._request(step)
-                        if fresh:  # as in `_fetch`
-                            await redaction.aregister_token(f"{self.key}#late", fresh[0], fresh)
-                        token = read_token(account, await send(request), time.time(), self.limits)
+                        token = await self._aattempt(send, step)
                 break
             except TokenRequestError as exc:
                 plan.refused(step, exc)
@@ -238,6 +252,18 @@ class TokenSource:
         token = plan.completed(step, token)
         await redaction.aregister_token(self.key, token.value, self.secrets(token))
         return token
+
+    async def _aattempt(self, send: AsyncSend, step: renewal.Step) -> Token:
+        """`_attempt` for the event loop."""
+        flow, answer = self._exchange(step), None
+        try:
+            while True:
+                request, fresh = flow.send(answer)  # type: ignore[arg-type]  # None starts it
+                if fresh:
+                    await redaction.aregister_token(f"{self.key}#late", fresh[0], fresh)
+                answer = await send(request)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
 
     async def adiscard(self, token: Token | None) -> None:
         await self.cache.adiscard(self.key, token, await self.astore(), await self.ashared())

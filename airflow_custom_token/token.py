@@ -152,26 +152,29 @@ def _finite_time(raw: Any, name: str) -> float:
 
 
 def _json(
-    response: HttpResponse, account: ConnectedAccount, location: str, what: str = "Token location"
+    response: HttpResponse,
+    account: ConnectedAccount,
+    location: str,
+    what: str = "Token location",
+    endpoint: str | None = None,
 ) -> Any:
     hint = (
         "if the whole answer is the token, set access_response_path to 'text'"
         if what == "Token location"
         else "if the whole answer is the value, set its location to 'text'"
     )
+    endpoint = endpoint or f"the token endpoint {masked_url(account.token_request.url, account.secrets)}"
     try:
         return json.loads(response.body.decode("utf-8"))
     except RecursionError:  # the decoder recurses once a level: 100,000 `[` exhaust the stack
         raise TokenResponseError(
-            f"{what} {location!r} is a JSON path, but the token endpoint "
-            f"{masked_url(account.token_request.url, account.secrets)} answered JSON nested too deeply "
+            f"{what} {location!r} is a JSON path, but {endpoint} answered JSON nested too deeply "
             f"to read ({len(response.body)} bytes, not quoted)"
         ) from None
     except (UnicodeDecodeError, ValueError):
         ctype = response.headers.get("content-type", "no content type")
         raise TokenResponseError(
-            f"{what} {location!r} is a JSON path, but the token endpoint "
-            f"{masked_url(account.token_request.url, account.secrets)} answered {ctype} that is not JSON "
+            f"{what} {location!r} is a JSON path, but {endpoint} answered {ctype} that is not JSON "
             f"({len(response.body)} bytes, not quoted: a successful answer may hold the token itself; "
             f"{hint})"
         ) from None
@@ -195,14 +198,17 @@ def _walk(data: Any, path: str) -> tuple[bool, Any, str]:
 class _Answer:
     """A token answer whose JSON body is parsed once, by the first location that needs it."""
 
-    def __init__(self, account: ConnectedAccount, response: HttpResponse) -> None:
+    def __init__(
+        self, account: ConnectedAccount, response: HttpResponse, endpoint: str | None = None
+    ) -> None:
         self.account = account
         self.response = response
+        self.endpoint = endpoint  # how errors name who answered (None: the token endpoint)
         self.data: Any = None  # the parsed body, once a location has needed it
 
     def json(self, location: str, what: str) -> Any:
         if self.data is None:
-            self.data = _json(self.response, self.account, location, what)
+            self.data = _json(self.response, self.account, location, what, self.endpoint)
         return self.data
 
 
@@ -235,13 +241,20 @@ def _locate(answer: _Answer, location: str, where: str, what: str) -> Any:
     return value
 
 
-def _read_outputs(account: ConnectedAccount, answer: _Answer, limits: TokenLimits) -> dict[str, str]:
-    """The additional outputs (`access_outputs`): each must be there, as sendable as the token."""
-    outputs: dict[str, str] = {}
+def _read_outputs(
+    account: ConnectedAccount,
+    answer: _Answer,
+    limits: TokenLimits,
+    outputs: tuple[tuple[str, str], ...] | None = None,
+    key: str = "access_outputs",
+) -> dict[str, str]:
+    """The additional outputs (`access_outputs`, or `outputs` of `key`): each must be there, as sendable
+    as the token."""
+    found: dict[str, str] = {}
     in_headers = account.header_slots
-    for name, location in account.outputs:
-        where = f"output {name!r} at {location!r} (access_outputs)"
-        _check_size(account, answer.response, limits, location, f"The {where}")
+    for name, location in account.outputs if outputs is None else outputs:
+        where = f"output {name!r} at {location!r} ({key})"
+        _check_size(account, answer.response, limits, location, f"The {where}", answer.endpoint)
         value = _locate(answer, location, where, f"Output {name!r} location")
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
@@ -252,8 +265,21 @@ def _read_outputs(account: ConnectedAccount, answer: _Answer, limits: TokenLimit
         value = value.strip()
         header = f"{{{name}}} is sent in a header" if name in in_headers else None
         _check_sendable(value, f"The {where}", limits, header, noun="value")
-        outputs[name] = value
-    return outputs
+        found[name] = value
+    return found
+
+
+def read_step_outputs(
+    account: ConnectedAccount,
+    response: HttpResponse,
+    outputs: tuple[tuple[str, str], ...],
+    limits: TokenLimits,
+    key: str,
+    endpoint: str,
+) -> dict[str, str]:
+    """The outputs a login step reads from its answer (`login`), with the checks of `access_outputs`;
+    `endpoint` names the step in errors."""
+    return _read_outputs(account, _Answer(account, response, endpoint), limits, outputs, key)
 
 
 def _check_size(
@@ -262,6 +288,7 @@ def _check_size(
     limits: TokenLimits,
     location: str | None = None,
     where: str | None = None,
+    endpoint: str | None = None,
 ) -> None:
     """A location in the body (JSON path or text) reads at most `max_token_response_bytes`."""
     location = account.response_path if location is None else location
@@ -269,8 +296,9 @@ def _check_size(
     if location.startswith(("header:", "cookie:")) or len(response.body) <= limits.max_token_response_bytes:
         return
     raise TokenResponseError(
-        f"{where} was not read: the token endpoint "
-        f"{masked_url(account.token_request.url, account.secrets)} answered more than "
+        f"{where} was not read: "
+        + (endpoint or f"the token endpoint {masked_url(account.token_request.url, account.secrets)}")
+        + " answered more than "
         f"{limits.max_token_response_bytes} bytes ([custom_token] max_token_response_bytes), "
         "and was not read further"
     )
@@ -415,15 +443,23 @@ def check_status(account: ConnectedAccount, response: HttpResponse) -> None:
         )
     if response.status < 400:
         return
+    raise status_error(
+        f"Token request failed: {request.method} {masked_url(request.url, account.secrets)} answered",
+        response,
+        account.secrets,
+    )
+
+
+def status_error(prefix: str, response: HttpResponse, secrets: tuple[str, ...]) -> TokenRequestError:
+    """The error for an error answer (status 400 or more): `prefix` ("Token request failed: POST <url>
+    answered"), the status, a redacted excerpt of the body; retryable for 408/425/429/5xx."""
     retryable = response.status in RETRYABLE_STATUSES or response.status >= 500
     ctype = response.headers.get("content-type", "")
-    body = excerpt(response.body, account.secrets)
+    body = excerpt(response.body, secrets)
     if "html" in ctype:
         body = "an HTML page" + (f": {body[:80]}" if body else "")
-    raise TokenRequestError(
-        f"Token request failed: {request.method} {masked_url(request.url, account.secrets)} answered "
-        f"{response.status} {response.reason}".rstrip()
-        + (f"; body: {body}" if body else ""),
+    return TokenRequestError(
+        f"{prefix} {response.status} {response.reason}".rstrip() + (f"; body: {body}" if body else ""),
         status=response.status,
         retryable=retryable,
         retry_after=parse_retry_after(response.headers.get("retry-after")),

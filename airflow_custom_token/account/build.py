@@ -22,6 +22,7 @@ from airflow_custom_token.account.checks import (
 from airflow_custom_token.account.connected import ConnectedAccount, PerToken, Transport
 from airflow_custom_token.account.raw import RawConnection, is_secret_name
 from airflow_custom_token.account.refresh import build_refresh
+from airflow_custom_token.account.steps import build_steps, step_output_names
 from airflow_custom_token.account.urls import BASE_URL_EXPECTED, HTTP_URL, origin_of, origin_text, url_problem
 from airflow_custom_token.assertion import AssertionSpec, assertion_spec
 from airflow_custom_token.errors import (
@@ -224,6 +225,8 @@ def late_placeholders(
     whose placeholder no token or refresh request uses. `{refresh_token}` belongs to the refresh
     request (`refresh.build_refresh`) only."""
     token_fields = [checked["access_parameters"], checked["access_headers"]]
+    steps = checked["access_steps"] if isinstance(checked["access_steps"], list) else []
+    token_fields += [[s.get("parameters"), s.get("headers")] for s in steps if isinstance(s, Mapping)]
     used = set(templating.missing_placeholders(token_fields, {}))
     if checked["refresh_path"]:
         used |= set(templating.missing_placeholders(checked["refresh_parameters"], {})) - {"refresh_token"}
@@ -240,7 +243,8 @@ def late_placeholders(
         configured = field is not None and checked.get(field) not in (None, "")
         if configured and name not in used:
             problems.append(
-                f"{field}: set, but neither access_parameters nor access_headers uses {{{name}}}, "
+                f"{field}: set, but neither access_parameters, access_headers nor a login step uses "
+                f"{{{name}}}, "
                 f'e.g. {{"client_assertion": "{{{name}}}"}}'
             )
         if configured:
@@ -387,7 +391,12 @@ def build_account(
     problems += found
     late, found = late_placeholders(checked, values)
     problems += found
-    rendered, found = render_inputs(merged, checked, values, [name for name, _ in outputs], late)
+    step_outputs = [
+        n for n in step_output_names(checked["access_steps"]) if templating.PLACEHOLDER.fullmatch(f"{{{n}}}")
+    ]
+    token_late = {**late, **templating.kept_late(set(step_outputs))}  # the login's outputs: filled per login
+    output_names = [*(name for name, _ in outputs), *step_outputs]
+    rendered, found = render_inputs(merged, checked, values, output_names, token_late)
     problems += found
     assertion: AssertionSpec | None = None
     if "assertion" in late:
@@ -416,6 +425,17 @@ def build_account(
         lambda fields, url, parameters: build_token_request(
             fields, dataclasses.replace(rendered, token_url=url, access_parameters=parameters), secrets,
             authorization,
+        ),
+    )  # fmt: skip
+    problems += found
+    steps, found = build_steps(
+        checked, values, late, rendered.base_url, allowed, rendered.token_url, [n for n, _ in outputs],
+        lambda fields, url, parameters, headers: build_token_request(
+            fields,
+            dataclasses.replace(
+                rendered, token_url=url, access_parameters=parameters, access_headers=headers
+            ),
+            secrets,
         ),
     )  # fmt: skip
     problems += found
@@ -452,6 +472,7 @@ def build_account(
         request_retries=int(checked["request_retries"]),
         refresh=refresh,
         assertion=assertion,
+        steps=steps,
         transport=Transport(
             verify=bool(checked["verify"]),
             ca_bundle=checked["ca_bundle"] or None,

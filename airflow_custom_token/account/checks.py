@@ -167,34 +167,43 @@ def check_outputs(
     A name is a placeholder name that shadows no other value: not `token`, not a built-in, not an
     integration parameter (nor a task's). A location is written as the token's (`access_response_path`).
     """
-    problems: list[str] = []
-    outputs: list[tuple[str, str]] = []
     taken = {"token": "the token", **{name: "a built-in" for name in BUILT_INS}}
-    for raw_name, location in (checked["access_outputs"] or {}).items():
+    taken.update({name: "an integration parameter" for name in values if name not in taken})
+    problems: list[str] = []
+    return parse_outputs("access_outputs", checked["access_outputs"] or {}, taken, problems), problems
+
+
+def parse_outputs(
+    key: str, raw: Any, taken: Mapping[str, str], problems: list[str]
+) -> tuple[tuple[str, str], ...]:
+    """Outputs written as `access_outputs` is (`{"name": "location"}`) under `key`, as (name, location)
+    pairs: names of letters, digits and underscores that are not in `taken` (name: what it is already),
+    locations in the syntax of `access_response_path`."""
+    outputs: list[tuple[str, str]] = []
+    for raw_name, location in raw.items() if isinstance(raw, Mapping) else ():
         name = str(raw_name)
         if not templating.PLACEHOLDER.fullmatch(f"{{{name}}}"):
             problems.append(
-                "access_outputs: expected names of letters, digits and underscores (each is used as "
+                f"{key}: expected names of letters, digits and underscores (each is used as "
                 f"{{name}}), found {name!r}"
             )
             continue
-        owner = taken.get(name) or ("an integration parameter" if name in values else None)
-        if owner is not None:
+        if name in taken:
             problems.append(
-                f"access_outputs: the output name {name!r} is the name of {owner} ({{{name}}}); "
+                f"{key}: the output name {name!r} is the name of {taken[name]} ({{{name}}}); "
                 "choose another name"
             )
             continue
         if not isinstance(location, str) or not location.strip():
             found = repr(location) if isinstance(location, str) else type(location).__name__
             problems.append(
-                f"access_outputs.{name}: expected a location as in access_response_path (a dotted JSON "
+                f"{key}.{name}: expected a location as in access_response_path (a dotted JSON "
                 f"path, header:<Name>, cookie:<name> or text), found {found}"
             )
             continue
         location = location.strip()
         if location.startswith(("header:", "cookie:")) and not location.split(":", 1)[1].strip():
-            problems.append(f"access_outputs.{name}: expected a name after {location!r}, found none")
+            problems.append(f"{key}.{name}: expected a name after {location!r}, found none")
             continue
         outputs.append((name, location))
-    return tuple(outputs), problems
+    return tuple(outputs)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow_custom_token import templating
 from airflow_custom_token.account.refresh import RefreshSpec
+from airflow_custom_token.account.steps import LoginStep
 from airflow_custom_token.account.urls import HTTP_URL, origin_of, origin_text, url_problem
 from airflow_custom_token.assertion import AssertionSpec, sign
 from airflow_custom_token.errors import (
@@ -93,6 +94,9 @@ class ConnectedAccount:
     transport: Transport = field(default_factory=Transport)  # TLS client certificate, CA bundle, proxies
     refresh: RefreshSpec | None = None  # renewal with a refresh token (`refresh_path`)
     assertion: AssertionSpec | None = field(default=None, repr=False)  # `{assertion}`: a JWT per request
+    steps: tuple[LoginStep, ...] = field(
+        default=(), repr=False
+    )  # `access_steps`: sent before the token request
 
     @property
     def cache_key(self) -> str:
@@ -113,6 +117,8 @@ class ConnectedAccount:
             reading.append(self.refresh.fingerprint())
         if self.assertion is not None:  # whom the assertion names, not the assertion of the moment
             reading.append(self.assertion.fingerprint())
+        if self.steps:  # the login that precedes the token request
+            reading.append([step.fingerprint() for step in self.steps])
         digest = hashlib.sha256(json.dumps(["cache key 2", *reading]).encode()).hexdigest()
         return f"{self.integration_key}-{digest[:40]}"
 
@@ -122,8 +128,13 @@ class ConnectedAccount:
         return {} if self.assertion is None else {"assertion": sign(self.assertion, now)}
 
     def has_outputs(self, outputs: Mapping[str, str]) -> bool:
-        """Does a token read with `outputs` carry every output this account reads?"""
-        return all(name in outputs for name, _ in self.outputs)
+        """Does a token read with `outputs` carry every output this account reads (its login's too)?"""
+        return all(name in outputs for name in self.output_names)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of the outputs a token carries: `access_outputs`, then the login steps'."""
+        return (*(name for name, _ in self.outputs), *(n for step in self.steps for n, _ in step.outputs))
 
     @property
     def injection(self) -> PerToken:

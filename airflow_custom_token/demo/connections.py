@@ -9,7 +9,9 @@ connections for a running demo API (`scripts/demo` exports them as `AIRFLOW_CONN
 - `acme_portal`: a session token read from `data.session.id` and sent as a URL parameter;
 - `acme_notes`: a session API: a login with HTTP Basic client authentication answers a session cookie
   and a CSRF token (an additional output, from a header), sent together on every request;
-- `acme_rotating`: a client-credentials token renewed with single-use refresh tokens that rotate.
+- `acme_rotating`: a client-credentials token renewed with single-use refresh tokens that rotate;
+- `acme_login`: a login in two steps (a login page's nonce and cookie, then a sign-in that answers a
+  session cookie), then a token for that session (`access_steps`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,31 @@ def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
                 "grant_type": "client_credentials", "client_id": "{login}", "client_secret": "{password}"
             },
             "refresh_path": "refresh_token",
+            "inject_as": "header",
+            "inject_name": "Authorization",
+            "inject_template": "Bearer {token}",
+            "test_endpoint": "/api/v1/whoami",
+        },
+    }  # fmt: skip
+    connections["acme_login"] = {
+        "conn_type": "custom_token",
+        "description": "Acme behind a login form: a login page (nonce and cookie), a sign-in (session "
+        "cookie), then a token for that session",
+        "host": api_url,
+        "login": "qa",
+        "password": ACCOUNTS["qa"],
+        "extra": {
+            "integration_name": "Acme login",
+            "integration_key": "acmelogin",
+            "access_steps": [
+                {"endpoint": "/login/v1/page", "verb": "GET", "outputs": {"nonce": "nonce"}},
+                {
+                    "endpoint": "/login/v1/sign-in", "verb": "POST",
+                    "parameters": {"username": "{login}", "password": "{password}", "nonce": "{nonce}"},
+                },
+            ],
+            "access_endpoint": "/login/v1/token",
+            "access_verb": "POST",
             "inject_as": "header",
             "inject_name": "Authorization",
             "inject_template": "Bearer {token}",

@@ -1,4 +1,4 @@
-"""Where each request goes: the token routes by path, then ``/api/``, then ``/_control/``.
+"""Where each request goes: the token routes by path, then ``/login/v1/``, ``/api/``, ``/_control/``.
 
 A new token-endpoint behaviour is a module of its own with a `tokens.TokenRoute` (a function of the
 state and the request that returns the answer) and one entry in `TOKEN_ROUTES` below.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow_custom_token.demo import assertions, rotation, session, tokens
+from airflow_custom_token.demo import assertions, login, rotation, session, tokens
 from airflow_custom_token.demo.api import api_endpoint
 from airflow_custom_token.demo.control import control_endpoint
 from airflow_custom_token.demo.httpd import json_response
@@ -26,6 +26,7 @@ TOKEN_ROUTES: dict[str, tokens.TokenRoute] = {
     session.SESSION_LOGIN: session.login,
     rotation.ROTATING: rotation.rotating,
     assertions.JWT_BEARER: assertions.jwt_bearer,
+    login.TOKEN: login.session_token,
 }
 TOKEN_PATHS = frozenset(TOKEN_ROUTES)
 
@@ -35,6 +36,8 @@ def respond(state: DemoState, req: Request) -> Response:
     try:
         if (route := TOKEN_ROUTES.get(req.path)) is not None:
             return tokens.serve(state, req, route)
+        if req.path.startswith(login.LOGIN):
+            return login.login_endpoint(state, req)
         if req.path.startswith("/api/"):
             return api_endpoint(state, req)
         if req.path.startswith("/_control/"):

@@ -26,7 +26,7 @@ EXPIRY_STYLES = ("seconds", "string", "epoch", "iso", "none", "jwt")
 LOG_CAP = 1000
 COUNTERS = (
     "token_requests", "api_requests", "authenticated", "rejected", "tokens_issued",
-    "refreshes", "refreshes_rejected", "refresh_reuse",
+    "refreshes", "refreshes_rejected", "refresh_reuse", "login_pages", "logins", "logins_refused",
 )  # fmt: skip
 
 
@@ -76,6 +76,8 @@ class DemoState:
         self._jtis: set[str] = set()
         self._assertions: list[dict[str, Any]] = []
         self._notes: dict[str, list[dict[str, Any]]] = {}  # account -> notes of the session API
+        self._nonces: dict[str, str] = {}  # a login page's cookie -> its nonce (single use)
+        self._sign_ins: dict[str, str] = {}  # a signed-in session's cookie -> its account (single use)
         self._clock_start = time.monotonic()
 
     # -- in-process controls (also under /_control/) ------------------------------------------------
@@ -181,6 +183,42 @@ class DemoState:
             self._token_log.append(req.record())
             fault = self._faults.popleft() if self._faults else None
             return fault, self._token_delay
+
+    def login_page(self) -> tuple[str, str]:
+        """A login page: ``(cookie, nonce)``; the sign-in must send both (the nonce in its form)."""
+        cookie, nonce = "lp_" + secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        with self._lock:
+            self._counts["login_pages"] += 1
+            self._nonces[cookie] = nonce
+        return cookie, nonce
+
+    def sign_in(
+        self, cookie: str | None, nonce: str, creds: tuple[str, str] | None
+    ) -> tuple[str | None, str]:
+        """Spend the login page's nonce: ``(session cookie, "")`` for good credentials with the nonce
+        of the page whose cookie is sent, else ``(None, why)``."""
+        with self._lock:
+            expected = self._nonces.pop(cookie or "", None)
+            account = self.client_account(creds)
+            why = (
+                "no login page cookie" if not cookie
+                else "unknown or spent login page" if expected is None
+                else "nonce does not match the login page" if not hmac.compare_digest(expected, nonce)
+                else "wrong user name or password" if account is None
+                else ""
+            )  # fmt: skip
+            if why:
+                self._counts["logins_refused"] += 1
+                return None, why
+            session = "si_" + secrets.token_urlsafe(24)
+            self._sign_ins[session] = str(account)
+            self._counts["logins"] += 1
+            return session, ""
+
+    def signed_in(self, session: str | None) -> str | None:
+        """The account a signed-in session cookie belongs to (spent: one token a sign-in), or None."""
+        with self._lock:
+            return self._sign_ins.pop(session or "", None)
 
     def client_account(self, creds: tuple[str, str] | None) -> str | None:
         """The account whose ``(client_id, secret)`` these are, or None."""

@@ -4,6 +4,7 @@ claims' defaults, a fresh assertion per token request, and client_secret_basic's
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 from urllib.parse import unquote_plus
@@ -16,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from airflow_custom_token import redaction, templating
 from airflow_custom_token.account import RawConnection, build_account
 from airflow_custom_token.assertion import GRANT_TYPE
-from airflow_custom_token.errors import ConfigurationError
+from airflow_custom_token.errors import ConfigurationError, TokenRequestError
 from airflow_custom_token.renewal import Step
 from airflow_custom_token.settings import Settings
 from airflow_custom_token.source import TokenSource
+from airflow_custom_token.wire import HttpResponse
 
 TOKEN_URL = "https://idp.example.com/oauth2/token"
 
@@ -134,10 +136,8 @@ def test_assertion_without_a_key_and_a_key_without_assertion_are_errors() -> Non
 def test_fresh_assertion_per_request_and_the_cache_key_stays() -> None:
     acc = account(assertion_private_key=pem(RSA))
     source = TokenSource(acc, Settings())
-    (one, _, fresh_one), (two, reader, fresh_two) = (
-        source._request(Step(source.request)),
-        source._request(Step(source.request)),
-    )
+    flows = [source._exchange(Step(source.request)) for _ in range(2)]  # one attempt each
+    (one, fresh_one), (two, fresh_two) = (next(flow) for flow in flows)
     assert (
         dict(one.form or ())["assertion"] == fresh_one[0] != fresh_two[0] == dict(two.form or ())["assertion"]
     )
@@ -145,7 +145,11 @@ def test_fresh_assertion_per_request_and_the_cache_key_stays() -> None:
         acc.token_request.fingerprint() == account(assertion_private_key=pem(RSA)).token_request.fingerprint()
     )
     assert dict(acc.token_request.form or ())["assertion"] == "{assertion}"
-    assert fresh_two[0] in reader.secrets and fresh_two[0] in two.redact
+    assert fresh_two[0] in two.redact
+    echo = HttpResponse(400, {}, json.dumps({"error": "invalid_grant", "seen": fresh_two[0]}).encode())
+    with pytest.raises(TokenRequestError, match="answered 400") as refused:
+        flows[1].send(echo)  # the answer that quotes the assertion: redacted in the error
+    assert fresh_two[0] not in str(refused.value) and "***" in str(refused.value)
     other = account(assertion_private_key=pem(RSA), assertion_claims={"sub": "someone-else"})
     assert other.cache_key != acc.cache_key  # whom the assertion names decides the token
 
