@@ -35,6 +35,7 @@ DAG_IDS = {
     "example_custom_token_notifier",
     "example_custom_token_session_csrf",
     "example_custom_token_refresh_rotation",
+    "example_custom_token_login_steps",
 }
 
 
@@ -207,6 +208,24 @@ def test_refresh_rotation(airflow_home: AirflowHome) -> None:
     refresh_tokens = [form["refresh_token"] for form in sent if "refresh_token" in form]
     assert len(refresh_tokens) == len(set(refresh_tokens))  # each rotation's refresh token used once
     assert demo.stats()["refreshes_rejected"] == 0
+
+
+def test_login_steps(airflow_home: AirflowHome) -> None:
+    demo = airflow_home.demo
+    before = demo.stats()
+    xcoms = dags_test(airflow_home, "example_custom_token_login_steps")
+    assert xcoms == {"whoami": "qa", "whoami_deferred": "qa", "items": "3 items"}  # the first page
+    after = demo.stats()
+    token_requests = [e for e in demo.token_log if e["path"] == "/login/v1/token"]
+    assert token_requests and "session=si_" in token_requests[-1]["headers"]["Cookie"]
+    logins = after["logins"] - before["logins"]
+    assert logins == after["login_pages"] - before["login_pages"] >= 1  # each login: page, then sign-in
+    assert after["logins_refused"] == before["logins_refused"]
+    assert (
+        after["token_requests_by_path"]["/login/v1/token"]
+        - before["token_requests_by_path"].get("/login/v1/token", 0)
+        == logins
+    )  # one token per login
 
 
 # -- issue 13: a notifier in callbacks, an asset watched by the event trigger -------------------------------

@@ -53,14 +53,17 @@ def fill_text(scope: Any, label: str, value: str) -> None:
     field(scope, label).get_by_role("textbox").fill(value)
 
 
-def fill_json(scope: Any, label: str, value: dict[str, Any]) -> None:
-    """Paste JSON into a JSON-editor field, as a user would (typing fights the editor's auto-format)."""
+def fill_json(scope: Any, label: str, value: Any, wait_for: str | None = None) -> None:
+    """Paste JSON into a JSON-editor field, as a user would (typing fights the editor's auto-format).
+
+    Waits until the editor shows ``wait_for`` (by default the first key of an object ``value``).
+    """
     editor = field(scope, label).locator(".view-lines")
     scope.page.evaluate("text => navigator.clipboard.writeText(text)", json.dumps(value))
     editor.click()
     scope.page.keyboard.press("ControlOrMeta+A")
     scope.page.keyboard.press("ControlOrMeta+V")
-    editor.filter(has_text=next(iter(value))).wait_for()
+    editor.filter(has_text=next(iter(value)) if wait_for is None else wait_for).wait_for()
 
 
 def json_editor_text(scope: Any, label: str) -> str:
@@ -79,12 +82,12 @@ def open_section(dialog: Any, name: str) -> Any:
     return section
 
 
-def connection_row(page: Any) -> Any:
-    return page.get_by_role("row").filter(has=page.get_by_role("cell", name=CONN_ID, exact=True))
+def connection_row(page: Any, conn_id: str = CONN_ID) -> Any:
+    return page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
 
 
-def edit_dialog(page: Any) -> Any:
-    connection_row(page).get_by_role("button", name="Edit Connection").click()
+def edit_dialog(page: Any, conn_id: str = CONN_ID) -> Any:
+    connection_row(page, conn_id).get_by_role("button", name="Edit Connection").click()
     dialog = page.get_by_role("dialog")
     dialog.wait_for()
     return dialog
@@ -95,9 +98,9 @@ def save(dialog: Any) -> None:
     dialog.wait_for(state="hidden")
 
 
-def press_test(page: Any, expected_title: str, artefact: str) -> str:
+def press_test(page: Any, expected_title: str, artefact: str, conn_id: str = CONN_ID) -> str:
     """Press the row's Test button; return the text of the toast titled ``expected_title`` and close it."""
-    connection_row(page).get_by_role("button", name="Test Connection").click()
+    connection_row(page, conn_id).get_by_role("button", name="Test Connection").click()
     toast = page.get_by_role("status").filter(has_text=expected_title).last
     toast.wait_for(timeout=TOAST_TIMEOUT)
     toast.screenshot(path=str(ARTIFACTS / artefact), animations="disabled")
@@ -125,9 +128,9 @@ def masked_inputs(section: Any) -> list[str]:
     return list(section.evaluate(script))
 
 
-def saved_connection(api_url: str) -> dict[str, Any]:
+def saved_connection(api_url: str, conn_id: str = CONN_ID) -> dict[str, Any]:
     """The connection as the REST API returns it (redacted the way the UI shows it)."""
-    with urllib.request.urlopen(f"{api_url}/api/v2/connections/{CONN_ID}", timeout=30) as response:
+    with urllib.request.urlopen(f"{api_url}/api/v2/connections/{conn_id}", timeout=30) as response:
         return dict(json.load(response))
 
 
@@ -251,3 +254,83 @@ def test_add_test_break_and_reopen_a_custom_token_connection(page: Any, api_serv
     assert '"client_id": "{login}"' in parameters, parameters
     assert text_of(extras, "Token Parameter Value Template") == "Bearer {token}"
     screenshot_whole(dialog, "connection-reopened.png")
+
+
+LOGIN_CONN_ID = "demo_login"
+LOGIN_STEPS = [
+    {"endpoint": "/login/v1/page", "verb": "GET", "outputs": {"nonce": "nonce"}},
+    {
+        "endpoint": "/login/v1/sign-in",
+        "verb": "POST",
+        "parameters": {"username": "{login}", "password": "{password}", "nonce": "{nonce}"},
+    },
+]
+
+
+def test_add_a_login_steps_and_refresh_token_connection_with_the_new_fields(
+    page: Any, api_server: Any, demo: Any
+) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    work_around_port_zero(page)
+
+    page.goto(f"{api_server.url}/connections", timeout=FIRST_PAGE_TIMEOUT)
+    page.get_by_role("button", name="Add Connection").click()
+    dialog = page.get_by_role("dialog")
+
+    dialog.get_by_label("Connection ID").fill(LOGIN_CONN_ID)
+    dialog.get_by_label("Connection Type").click()
+    page.keyboard.type("Custom Token")
+    page.keyboard.press("Enter")
+    standard = open_section(dialog, "Standard Fields")
+    standard.get_by_label("Base URL").fill(demo.url)
+    standard.get_by_label("Login").fill("qa")
+    standard.get_by_label("Password").fill("qa-secret")
+
+    # A login in two steps (a login page with a nonce, then a sign-in), then the token for its session.
+    extras = open_section(dialog, "Extra Fields")
+    fill_text(extras, "Key", "acmelogin")
+    fill_text(extras, "Access Token Endpoint", f"{demo.url}/login/v1/token")
+    fill_json(extras, "Login Steps", LOGIN_STEPS, wait_for="/login/v1/sign-in")
+    fill_text(extras, "Refresh Token Location", "refresh_token")
+    fill_text(extras, "Test Endpoint", "/api/v1/whoami")
+
+    # The refresh token fields: the initial one is a secret (a password input, left empty here: set, the
+    # first token would come from a refresh request), the others keep their defaults.
+    initial = field(extras, "Initial Refresh Token").locator("input")
+    assert initial.get_attribute("type") == "password"
+    assert initial.input_value() == ""
+    assert "{refresh_token}" in json_editor_text(extras, "Refresh Token Parameters")
+    assert "POST" in field(extras, "Refresh Token Verb").inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot_whole(dialog, "connection-form-login-steps.png")
+
+    save(dialog)
+    connection_row(page, LOGIN_CONN_ID).wait_for()
+
+    stored = saved_connection(api_server.url, LOGIN_CONN_ID)
+    extra = json.loads(stored["extra"])
+    assert (stored["conn_type"], stored["host"], stored["login"]) == ("custom_token", demo.url, "qa")
+    assert extra["integration_key"] == "acmelogin"
+    assert extra["access_endpoint"] == f"{demo.url}/login/v1/token"
+    redacted_sign_in = {**LOGIN_STEPS[1], "parameters": {**LOGIN_STEPS[1]["parameters"], "password": "***"}}
+    assert extra["access_steps"] == [LOGIN_STEPS[0], redacted_sign_in]  # the API redacts "password"
+    assert extra["refresh_path"] == "refresh_token"
+    assert "initial_refresh_token" not in extra
+
+    # Test: the hook opens the login page, signs in, gets the token for the session, calls whoami.
+    before = demo.stats()
+    success = press_test(page, "Test Connection Successful", "test-button-login-steps.png", LOGIN_CONN_ID)
+    assert "Token obtained" in success, success
+    after = demo.stats()
+    assert after["login_pages"] - before["login_pages"] == 1
+    assert after["logins"] - before["logins"] == 1
+
+    # Reopen it: the steps are shown in their JSON editor, the password is masked.
+    dialog = edit_dialog(page, LOGIN_CONN_ID)
+    standard = open_section(dialog, "Standard Fields")
+    assert masked_inputs(standard) == ["password"]
+    extras = open_section(dialog, "Extra Fields")
+    steps = json_editor_text(extras, "Login Steps")
+    assert "/login/v1/sign-in" in steps, steps
+    assert "/login/v1/page" in steps, steps
+    screenshot_whole(dialog, "connection-reopened-login-steps.png")
