@@ -10,6 +10,8 @@ connections for a running demo API (`scripts/demo` exports them as `AIRFLOW_CONN
 - `acme_notes`: a session API: a login with HTTP Basic client authentication answers a session cookie
   and a CSRF token (an additional output, from a header), sent together on every request;
 - `acme_rotating`: a client-credentials token renewed with single-use refresh tokens that rotate;
+- `acme_jwt`: the JWT bearer grant: each token request carries a JWT signed with the demo's published
+  Ed25519 key (`{assertion}`), no client secret;
 - `acme_login`: a login in two steps (a login page's nonce and cookie, then a sign-in that answers a
   session cookie), then a token for that session (`access_steps`).
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from airflow_custom_token.demo.assertions import DEMO_PRIVATE_KEY, GRANT_TYPE
 
 ACCOUNTS = {"dev": "dev-secret", "qa": "qa-secret", "prod": "prod-secret"}
 NOTES_ACCOUNT = ("demo", "demo-secret")  # the client of `acme_notes`
@@ -111,6 +115,26 @@ def demo_connections(api_url: str) -> dict[str, dict[str, Any]]:
             "test_endpoint": "/api/v1/whoami",
         },
     }  # fmt: skip
+    connections["acme_jwt"] = {
+        "conn_type": "custom_token",
+        "description": "Acme with signed JWT assertions: the JWT bearer grant, signed with the demo key",
+        "host": api_url,
+        "login": "prod",
+        "extra": {
+            "integration_name": "Acme JWT",
+            "integration_key": "acmejwt",
+            "access_endpoint": "/oauth2/v1/jwt-bearer",
+            "access_verb": "POST",
+            "access_parameters": {"grant_type": GRANT_TYPE, "assertion": "{assertion}"},
+            "assertion_private_key": DEMO_PRIVATE_KEY,
+            "assertion_algorithm": "EdDSA",
+            "assertion_claims": {"scope": "read"},
+            "inject_as": "header",
+            "inject_name": "Authorization",
+            "inject_template": "Bearer {token}",
+            "test_endpoint": "/api/v1/whoami",
+        },
+    }
     connections["acme_login"] = {
         "conn_type": "custom_token",
         "description": "Acme behind a login form: a login page (nonce and cookie), a sign-in (session "

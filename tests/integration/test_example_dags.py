@@ -36,6 +36,7 @@ DAG_IDS = {
     "example_custom_token_session_csrf",
     "example_custom_token_refresh_rotation",
     "example_custom_token_login_steps",
+    "example_custom_token_jwt_assertion",
 }
 
 
@@ -208,6 +209,17 @@ def test_refresh_rotation(airflow_home: AirflowHome) -> None:
     refresh_tokens = [form["refresh_token"] for form in sent if "refresh_token" in form]
     assert len(refresh_tokens) == len(set(refresh_tokens))  # each rotation's refresh token used once
     assert demo.stats()["refreshes_rejected"] == 0
+
+
+def test_jwt_assertion(airflow_home: AirflowHome) -> None:
+    demo = airflow_home.demo
+    seen = len(demo.assertions)
+    xcoms = dags_test(airflow_home, "example_custom_token_jwt_assertion")
+    assert xcoms == {"whoami": "prod", "whoami_deferred": "prod"}
+    accepted = demo.assertions[seen:]
+    assert accepted, "the token came from a verified assertion"
+    assert all(a["claims"]["iss"] == a["claims"]["sub"] == "prod" for a in accepted)
+    assert len({a["claims"]["jti"] for a in accepted}) == len(accepted)  # a fresh one per request
 
 
 def test_login_steps(airflow_home: AirflowHome) -> None:
