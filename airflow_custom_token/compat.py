@@ -48,6 +48,7 @@ import contextlib
 import functools
 import importlib
 import re
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -439,3 +440,35 @@ async def aget_airflow_connection(conn_id: str) -> Any | None:
         return await hook.aget_connection(conn_id)
     except AirflowNotFoundException:
         return None
+
+
+def stats_client() -> Any | None:
+    """Airflow's metrics client as `[metrics]` configures it in this process (StatsD or OpenTelemetry),
+    or None when metrics are off: what `airflow_custom_token.metrics` reports through.
+
+    Before 3.3, `airflow.stats.Stats` (set up from `[metrics]` on first use). From 3.3 on, the
+    `stats` module that this process initialised: the task SDK's in a task (its task runner does it),
+    the core's in Airflow's components (the triggerer); in a plain script neither is, and the task
+    SDK's is initialised here from `[metrics]`, as the task runner would.
+    """
+    if not (
+        config_getboolean("metrics", "statsd_on", False) or config_getboolean("metrics", "otel_on", False)
+    ):
+        return None
+    if AIRFLOW_VERSION < (3, 3, 0):
+        from airflow.stats import Stats
+
+        return Stats
+    from airflow.sdk.observability import stats as sdk_stats
+    from airflow.sdk.observability.metrics import stats_utils
+
+    sdk_module = sys.modules["airflow.sdk._shared.observability.metrics.stats"]
+    core_module = sys.modules.get("airflow._shared.observability.metrics.stats")
+    if getattr(sdk_module, "_factory", None) is None and getattr(core_module, "_factory", None) is not None:
+        return core_module  # an Airflow component's process (the triggerer)
+    if getattr(sdk_module, "_factory", None) is None:
+        sdk_stats.initialize(
+            factory=stats_utils.get_stats_factory(),
+            export_legacy_names=config_getboolean("metrics", "legacy_names_on", True),
+        )
+    return sdk_stats

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
+from airflow_custom_token import metrics
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.account.urls import add_query, masked_url
 from airflow_custom_token.errors import RequestError
@@ -275,6 +276,7 @@ def request_rules(
             if retry is None or not _may_retry(base, attempts, retry):
                 raise
             attempts += 1
+            metrics.incr("api_retry", account.integration_key)
             yield Wait(retry.delay(attempts, None))
             continue
 
@@ -299,6 +301,7 @@ def request_rules(
 
         if retry is not None and head.status in RETRY_STATUSES and _may_retry(base, attempts, retry):
             attempts += 1
+            metrics.incr("api_retry", account.integration_key)
             yield Wait(retry.delay(attempts, parse_retry_after(head.headers.get("retry-after"))))
             continue
         return Result(refreshed=refreshed)

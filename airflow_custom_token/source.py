@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from airflow_custom_token import login, redaction, renewal
+from airflow_custom_token import login, metrics, redaction, renewal
 from airflow_custom_token.account.connected import ConnectedAccount
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
@@ -55,6 +55,8 @@ class TokenSource:
         self._store: HostStore | None = None
         self._store_resolved = False
         self._registered: str | None = None  # the token whose secrets this source last registered
+        self._metrics = metrics.enabled()  # `[metrics]` on: cache hits, token requests, renewals counted
+        self._why: str | None = None  # why the next renewal happens, when this process caused it
         request = account.token_request
         if request.timeout is None:
             request = dataclasses.replace(request, timeout=settings.token_request_timeout)
@@ -128,11 +130,13 @@ class TokenSource:
     # -- sync -----------------------------------------------------------------------------------
     def get(self, send: Send) -> Token:
         token = self.cache.peek(self.key, self.margin)
+        if self._metrics and self.usable(token):
+            metrics.process_hit(self.key)
         for _ in range(3):  # a token without the outputs is discarded: the next is fetched, or another's
             if self.usable(token):
                 break
             if token is not None:
-                self.discard(token)
+                self.cache.discard(self.key, token, self.store, self.shared())
             fetch = functools.partial(self._fetch, send)
             try:
                 token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
@@ -151,6 +155,7 @@ class TokenSource:
         seed when the account has refresh tokens, else (or when that is refused) the token request."""
         import tenacity
 
+        self._renewing(previous)
         plan = renewal.plan(self.account, self.request, self.refresh_request, previous, time.time())
         token: Token | None = None
         for step in plan.steps:
@@ -160,9 +165,10 @@ class TokenSource:
                         token = self._attempt(send, step)
                 break
             except TokenRequestError as exc:
+                self._refused(step, exc)
                 plan.refused(step, exc)  # raises, unless a refused refresh token falls back
         assert token is not None
-        token = plan.completed(step, token)
+        token = self._completed(plan, step, token)
         redaction.register_token(self.key, token.value, self.secrets(token))
         return token
 
@@ -197,7 +203,7 @@ class TokenSource:
 
     def _attempt(self, send: Send, step: renewal.Step) -> Token:
         """Drive `_exchange` over `send`."""
-        flow, answer = self._exchange(step), None
+        flow, answer, started = self._exchange(step), None, time.monotonic()
         try:
             while True:
                 request, fresh = flow.send(answer)  # type: ignore[arg-type]  # None starts it
@@ -205,20 +211,53 @@ class TokenSource:
                     redaction.register_token(f"{self.key}#late", fresh[0], fresh)
                 answer = send(request)
         except StopIteration as finished:
+            if self._metrics:
+                self._timed(started, True)
             return finished.value  # type: ignore[no-any-return]
+        except Exception:
+            if self._metrics:
+                self._timed(started, False)
+            raise
+
+    def _renewing(self, previous: Token | None) -> None:
+        """A renewal starts (the caches had no fresh token): counted, with why when known."""
+        if not self._metrics:
+            return
+        why, self._why = self._why, None
+        metrics.incr("cache.miss", self.key)
+        if why is not None or previous is not None:  # else the first token of this key
+            metrics.incr(f"refresh.{why or 'expiry'}", self.key)
+
+    def _refused(self, step: renewal.Step, error: TokenRequestError) -> None:
+        if self._metrics and step.consumes is not None and error.status in renewal.REFUSED:
+            metrics.incr("refresh_rejected", self.key)
+
+    def _completed(self, plan: renewal.Plan, step: renewal.Step, token: Token) -> Token:
+        if self._metrics and step.consumes is not None and token.refresh not in (None, step.consumes):
+            metrics.incr("refresh.rotation", self.key)
+        return plan.completed(step, token)
+
+    def _timed(self, started: float, ok: bool) -> None:
+        """One token (or refresh) request sent: its outcome and how long it took, login steps included."""
+        metrics.incr("token_request.ok" if ok else "token_request.failed", self.key)
+        metrics.timing("token_request.duration", self.key, time.monotonic() - started)
 
     def discard(self, token: Token | None) -> None:
-        """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached)."""
+        """Drop `token` wherever it is still the cached one, Redis included (None: whatever is cached:
+        an invalidation; a token: one an API answer refused, `refresh_on`)."""
+        self._why = "invalidation" if token is None else "status"
         self.cache.discard(self.key, token, self.store, self.shared())
 
     # -- async ----------------------------------------------------------------------------------
     async def aget(self, send: AsyncSend) -> Token:
         token = self.cache.peek(self.key, self.margin)
+        if self._metrics and self.usable(token):
+            metrics.process_hit(self.key)
         for _ in range(3):  # as in `get`
             if self.usable(token):
                 break
             if token is not None:
-                await self.adiscard(token)
+                await self.cache.adiscard(self.key, token, await self.astore(), await self.ashared())
             store = await self.astore()
             shared = await self.ashared()
             afetch = functools.partial(self._afetch, send)
@@ -238,6 +277,7 @@ class TokenSource:
         """`_fetch` for the event loop: the same plan, its requests awaited."""
         import tenacity
 
+        self._renewing(previous)
         plan = renewal.plan(self.account, self.request, self.refresh_request, previous, time.time())
         token: Token | None = None
         for step in plan.steps:
@@ -247,15 +287,16 @@ class TokenSource:
                         token = await self._aattempt(send, step)
                 break
             except TokenRequestError as exc:
+                self._refused(step, exc)
                 plan.refused(step, exc)
         assert token is not None
-        token = plan.completed(step, token)
+        token = self._completed(plan, step, token)
         await redaction.aregister_token(self.key, token.value, self.secrets(token))
         return token
 
     async def _aattempt(self, send: AsyncSend, step: renewal.Step) -> Token:
         """`_attempt` for the event loop."""
-        flow, answer = self._exchange(step), None
+        flow, answer, started = self._exchange(step), None, time.monotonic()
         try:
             while True:
                 request, fresh = flow.send(answer)  # type: ignore[arg-type]  # None starts it
@@ -263,9 +304,16 @@ class TokenSource:
                     await redaction.aregister_token(f"{self.key}#late", fresh[0], fresh)
                 answer = await send(request)
         except StopIteration as finished:
+            if self._metrics:
+                self._timed(started, True)
             return finished.value  # type: ignore[no-any-return]
+        except Exception:
+            if self._metrics:
+                self._timed(started, False)
+            raise
 
     async def adiscard(self, token: Token | None) -> None:
+        self._why = "invalidation" if token is None else "status"
         await self.cache.adiscard(self.key, token, await self.astore(), await self.ashared())
 
     async def astore(self) -> HostStore | None:

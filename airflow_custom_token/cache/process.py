@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from airflow_custom_token import metrics
 from airflow_custom_token.cache.host import Held, HostStore
 from airflow_custom_token.token import Token
 
@@ -97,12 +98,18 @@ class TokenCache:
             return token
         with self._lock(key):
             token = self.peek(key, margin)
-            if token is not None:
+            if token is not None:  # another thread's, fetched while this one waited
+                metrics.incr("cache.hit.process", key)
                 return token
 
             stale = self._tokens.get(key)  # expired: its refresh token may renew it
-            if store is None:
-                token = fetch(stale) if shared is None else shared.get(key, fetch, margin, lease, stale)
+            if store is None and shared is not None:
+                counted = _Counted(fetch)
+                token = shared.get(key, counted, margin, lease, stale)
+                if not counted.calls:
+                    metrics.incr("cache.hit.shared", key)
+            elif store is None:
+                token = fetch(stale)
             else:
                 token = self._through_host(key, fetch, margin, store, shared, lease, stale)
             self._tokens[key] = token
@@ -123,11 +130,13 @@ class TokenCache:
         with store.locked(key) as held:  # held is None: the host cache is off for this call (said once)
             token = None if held is None else store.read(key, held)
             if token is not None and token.is_fresh(time.time(), margin):
+                metrics.incr("cache.hit.host", key)
                 return token
         claim = None if shared is None else shared.begin(key, margin, lease)  # no file lock held
         fetched: Token | None = None
         try:
             if claim is not None and claim.token is not None:  # from Redis: fills the host cache
+                metrics.incr("cache.hit.shared", key)
                 token = claim.token
                 with store.locked(key) as held:
                     if held is not None:
@@ -140,6 +149,8 @@ class TokenCache:
                     token = fetched = fetch(previous)
                     if held is not None:
                         store.write(key, token, held)
+                else:  # another process's, fetched while this one looked in Redis
+                    metrics.incr("cache.hit.host", key)
             return token
         finally:
             if claim is not None and shared is not None:  # written to Redis once the file lock is free
@@ -164,13 +175,17 @@ class TokenCache:
         async with lock:
             token = self.peek(key, margin)
             if token is not None:
+                metrics.incr("cache.hit.process", key)
                 return token
 
             stale = self._tokens.get(key)
-            if store is None:
-                token = await (
-                    fetch(stale) if shared is None else shared.aget(key, fetch, margin, lease, stale)
-                )
+            if store is None and shared is not None:
+                acounted = _ACounted(fetch)
+                token = await shared.aget(key, acounted, margin, lease, stale)
+                if not acounted.calls:
+                    metrics.incr("cache.hit.shared", key)
+            elif store is None:
+                token = await fetch(stale)
             else:
                 token = await self._athrough_host(key, fetch, margin, store, shared, lease, stale)
             self._tokens[key] = token
@@ -190,11 +205,13 @@ class TokenCache:
         file lock held)."""
         token = await _alocked_read(store, key)
         if token is not None and token.is_fresh(time.time(), margin):
+            metrics.incr("cache.hit.host", key)
             return token
         claim: Claim | None = None if shared is None else await shared.abegin(key, margin, lease)
         fetched: Token | None = None
         try:
             if claim is not None and claim.token is not None:
+                metrics.incr("cache.hit.shared", key)
                 token = claim.token
                 await _alocked_write(store, key, token)
                 return token
@@ -206,6 +223,8 @@ class TokenCache:
                     token = fetched = await fetch(previous)
                     if held is not None:
                         await asyncio.to_thread(store.write, key, token, held)
+                else:
+                    metrics.incr("cache.hit.host", key)
             finally:
                 if held is not None:
                     store.release(held)
@@ -262,6 +281,28 @@ class TokenCache:
         """Forget every token in this process (tests, and `invalidate_token` of all)."""
         with self._guard:
             self._tokens.clear()
+
+
+class _Counted:
+    """A fetch that counts its calls: none, and the shared cache had the token."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch, self.calls = fetch, 0
+
+    def __call__(self, previous: Token | None) -> Token:
+        self.calls += 1
+        return self.fetch(previous)
+
+
+class _ACounted:
+    """`_Counted` for an async fetch."""
+
+    def __init__(self, fetch: AsyncFetch) -> None:
+        self.fetch, self.calls = fetch, 0
+
+    async def __call__(self, previous: Token | None) -> Token:
+        self.calls += 1
+        return await self.fetch(previous)
 
 
 def _discard_on_host(store: HostStore, key: str, token: Token | None, keep_refresh: bool, held: Held) -> None:
