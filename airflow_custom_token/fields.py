@@ -608,6 +608,13 @@ OPTIONS: tuple[Option, ...] = (
         "Directory of the per-host token cache. Empty means $AIRFLOW_HOME/custom_token_cache.",
     ),
     Option(
+        "cache_recheck", "float", "30", "10",
+        "Seconds a process uses the token it holds before it looks in the host cache and (with the shared "
+        "cache) Redis again: an invalidation (python -m airflow_custom_token invalidate) reaches every "
+        "process within this. 0: on every call. At most 3600.",
+        maximum=3600,
+    ),
+    Option(
         "refresh_margin", "float", "60", "120",
         "Seconds before expiry at which a token is refreshed; at most half of the token's lifetime.",
     ),

@@ -52,6 +52,7 @@ class Settings:
     redirect_uris: Mapping[str, str] = field(default_factory=_default_redirect_uris)
     host_cache: bool = option_default("host_cache")
     cache_dir: str = option_default("cache_dir")  # empty: default_cache_dir()
+    cache_recheck: float = option_default("cache_recheck")
     refresh_margin: float = option_default("refresh_margin")
     retry: RetryPolicy = field(default_factory=_default_retry)
     token_request_timeout: float = option_default("token_request_timeout")

@@ -50,6 +50,7 @@ class TokenSource:
         self.cache = cache
         self.key = account.cache_key
         self.margin = settings.refresh_margin
+        self.recheck = settings.cache_recheck  # with a host or shared store (`TokenCache.get`)
         self.limits = TokenLimits.from_settings(settings)  # bounds on a token answer
         self._fernet = fernet
         self._store: HostStore | None = None
@@ -139,7 +140,9 @@ class TokenSource:
                 self.cache.discard(self.key, token, self.store, self.shared())
             fetch = functools.partial(self._fetch, send)
             try:
-                token = self.cache.get(self.key, fetch, self.margin, self.store, self.shared(), self.lease)
+                token = self.cache.get(
+                    self.key, fetch, self.margin, self.store, self.shared(), self.lease, self.recheck
+                )
             except renewal.RefreshRejected as exc:  # never sent again: dropped from every tier
                 if exc.rejected is not None:
                     self.cache.discard(self.key, exc.rejected, self.store, self.shared(), keep_refresh=False)
@@ -170,6 +173,17 @@ class TokenSource:
         assert token is not None
         token = self._completed(plan, step, token)
         redaction.register_token(self.key, token.value, self.secrets(token))
+        return token
+
+    def check(self, send: Send) -> Token:
+        """A token for the Test button and `check`: one token request sent now, bypassing the caches
+        and the retries (its login steps and late placeholders included), unless the account has no
+        token request without a refresh token: then the caches' token (a refresh request spends a
+        single-use refresh token, whose successor the caches must keep)."""
+        if self.account.refresh is not None and not self.account.refresh.full_request:
+            return self.get(send)
+        token = self._attempt(send, renewal.Step(self.request))
+        redaction.register_token(f"{self.key}#check", token.value, self.secrets(token))
         return token
 
     def _retry_options(self, step: renewal.Step) -> dict[str, Any]:
@@ -262,7 +276,9 @@ class TokenSource:
             shared = await self.ashared()
             afetch = functools.partial(self._afetch, send)
             try:
-                token = await self.cache.aget(self.key, afetch, self.margin, store, shared, self.lease)
+                token = await self.cache.aget(
+                    self.key, afetch, self.margin, store, shared, self.lease, self.recheck
+                )
             except renewal.RefreshRejected as exc:
                 if exc.rejected is not None:
                     await self.cache.adiscard(self.key, exc.rejected, store, shared, keep_refresh=False)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 Fetch = Callable[[Token | None], Token]  # a token fetch, given the expired entry (its refresh token)
 AsyncFetch = Callable[[Token | None], Awaitable[Token]]
 
+_HOLD = "hold"  # `cache.shared.HOLD` (not imported: the shared cache is loaded on first use)
 LEASE_SLACK = 3.0  # the shared cache's lease: the token request's timeout plus this
 
 
@@ -67,6 +68,9 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._tokens: dict[str, Token] = {}
+        # key -> until when (monotonic) a token that came with a host or shared store is used without
+        # looking there again (`recheck`): an invalidation elsewhere reaches this process by then
+        self._trusted: dict[str, float] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._alocks: dict[tuple[int, str], asyncio.Lock] = {}
         self._guard = threading.Lock()
@@ -76,11 +80,26 @@ class TokenCache:
             return self._locks.setdefault(key, threading.Lock())
 
     def peek(self, key: str, margin: float, now: float | None = None) -> Token | None:
-        """The cached token if it is still fresh (no lock: the warm path)."""
+        """The cached token if it is still fresh and trusted (no lock: the warm path)."""
         token = self._tokens.get(key)
         if token is not None and token.is_fresh(time.time() if now is None else now, margin):
-            return token
+            until = self._trusted.get(key)
+            if until is None or time.monotonic() < until:
+                return token
         return None
+
+    def _keep(self, key: str, token: Token, recheck: float | None) -> None:
+        """Hold `token`; with `recheck`, trusted that long before the stores are looked at again."""
+        self._tokens[key] = token
+        if recheck is None:
+            self._trusted.pop(key, None)
+        else:
+            self._trusted[key] = time.monotonic() + recheck
+
+    def _distrusted(self, key: str) -> Token | None:
+        """The token held whose trust ran out (still fresh): the stores say whether it still stands."""
+        token = self._tokens.get(key)
+        return token if token is not None and key in self._trusted else None
 
     def get(
         self,
@@ -90,9 +109,14 @@ class TokenCache:
         store: HostStore | None,
         shared: SharedStore | None = None,
         lease: Lease = DEFAULT_LEASE,
+        recheck: float | None = None,
     ) -> Token:
         """A fresh token for `key`, fetched at most once across threads, processes (with a host store)
-        and hosts (with a shared store)."""
+        and hosts (with a shared store).
+
+        :param recheck: with a host or shared store, seconds a token is used from this process before
+            the stores are looked at again (an invalidation there then reaches this process).
+        """
         token = self.peek(key, margin)
         if token is not None:
             return token
@@ -102,7 +126,8 @@ class TokenCache:
                 metrics.incr("cache.hit.process", key)
                 return token
 
-            stale = self._tokens.get(key)  # expired: its refresh token may renew it
+            stale = self._tokens.get(key)  # expired (or no longer trusted): its refresh token may renew it
+            doubt = self._distrusted(key) if shared is not None else None
             if store is None and shared is not None:
                 counted = _Counted(fetch)
                 token = shared.get(key, counted, margin, lease, stale)
@@ -111,8 +136,8 @@ class TokenCache:
             elif store is None:
                 token = fetch(stale)
             else:
-                token = self._through_host(key, fetch, margin, store, shared, lease, stale)
-            self._tokens[key] = token
+                token = self._through_host(key, fetch, margin, store, shared, lease, stale, doubt)
+            self._keep(key, token, recheck if store is not None or shared is not None else None)
             return token
 
     @staticmethod
@@ -124,12 +149,17 @@ class TokenCache:
         shared: SharedStore | None,
         lease: Lease,
         stale: Token | None = None,
+        doubt: Token | None = None,
     ) -> Token:
         """The host cache, else the shared cache, else one fetch: the host's file lock makes the host's
-        processes wait on one fetch, but it is never held while Redis is waited on."""
+        processes wait on one fetch, but it is never held while Redis is waited on.
+
+        `doubt`: the token this process held until its trust ran out (`recheck`), with a shared store:
+        found on the host, it is used only if Redis still has it or cannot be asked.
+        """
         with store.locked(key) as held:  # held is None: the host cache is off for this call (said once)
             token = None if held is None else store.read(key, held)
-            if token is not None and token.is_fresh(time.time(), margin):
+            if token is not None and token.is_fresh(time.time(), margin) and not _same(token, doubt):
                 metrics.incr("cache.hit.host", key)
                 return token
         claim = None if shared is None else shared.begin(key, margin, lease)  # no file lock held
@@ -142,9 +172,14 @@ class TokenCache:
                     if held is not None:
                         store.write(key, token, held)
                 return token
+            held_lease = claim is not None and claim.outcome == _HOLD  # Redis has no fresh entry
             with store.locked(key) as held:
                 token = None if held is None else store.read(key, held)  # another process's, meanwhile?
-                if token is None or not token.is_fresh(time.time(), margin):
+                if (
+                    token is None
+                    or not token.is_fresh(time.time(), margin)
+                    or (held_lease and _same(token, doubt))
+                ):
                     previous = (claim.stale if claim is not None else None) or token or stale
                     token = fetched = fetch(previous)
                     if held is not None:
@@ -164,6 +199,7 @@ class TokenCache:
         store: HostStore | None,
         shared: SharedStore | None = None,
         lease: Lease = DEFAULT_LEASE,
+        recheck: float | None = None,
     ) -> Token:
         """`get` for the event loop: the fetch and Redis are awaited; file locking runs in a worker thread."""
         token = self.peek(key, margin)
@@ -179,6 +215,7 @@ class TokenCache:
                 return token
 
             stale = self._tokens.get(key)
+            doubt = self._distrusted(key) if shared is not None else None
             if store is None and shared is not None:
                 acounted = _ACounted(fetch)
                 token = await shared.aget(key, acounted, margin, lease, stale)
@@ -187,8 +224,8 @@ class TokenCache:
             elif store is None:
                 token = await fetch(stale)
             else:
-                token = await self._athrough_host(key, fetch, margin, store, shared, lease, stale)
-            self._tokens[key] = token
+                token = await self._athrough_host(key, fetch, margin, store, shared, lease, stale, doubt)
+            self._keep(key, token, recheck if store is not None or shared is not None else None)
             return token
 
     @staticmethod
@@ -200,11 +237,12 @@ class TokenCache:
         shared: SharedStore | None,
         lease: Lease,
         stale: Token | None = None,
+        doubt: Token | None = None,
     ) -> Token:
         """`_through_host` for the event loop: file locking in a worker thread, Redis awaited (with no
         file lock held)."""
         token = await _alocked_read(store, key)
-        if token is not None and token.is_fresh(time.time(), margin):
+        if token is not None and token.is_fresh(time.time(), margin) and not _same(token, doubt):
             metrics.incr("cache.hit.host", key)
             return token
         claim: Claim | None = None if shared is None else await shared.abegin(key, margin, lease)
@@ -215,10 +253,15 @@ class TokenCache:
                 token = claim.token
                 await _alocked_write(store, key, token)
                 return token
+            held_lease = claim is not None and claim.outcome == _HOLD
             held = await _acquire(store, key)
             try:
                 token = None if held is None else await asyncio.to_thread(store.read, key, held)
-                if token is None or not token.is_fresh(time.time(), margin):
+                if (
+                    token is None
+                    or not token.is_fresh(time.time(), margin)
+                    or (held_lease and _same(token, doubt))
+                ):
                     previous = (claim.stale if claim is not None else None) or token or stale
                     token = fetched = await fetch(previous)
                     if held is not None:
@@ -281,6 +324,11 @@ class TokenCache:
         """Forget every token in this process (tests, and `invalidate_token` of all)."""
         with self._guard:
             self._tokens.clear()
+            self._trusted.clear()
+
+
+def _same(token: Token, other: Token | None) -> bool:
+    return other is not None and token.value == other.value
 
 
 class _Counted:

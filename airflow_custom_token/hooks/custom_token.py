@@ -36,7 +36,6 @@ from airflow_custom_token.hooks import form
 from airflow_custom_token.settings import Settings, load_settings
 from airflow_custom_token.source import TokenSource
 from airflow_custom_token.tls import tls_hint
-from airflow_custom_token.token import read_token
 from airflow_custom_token.wire import ERROR_BODY_BYTES, HttpRequest, HttpResponse, excerpt
 
 
@@ -240,29 +239,45 @@ class CustomTokenHook(_CustomTokenBaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Fetch a token (and GET `test_endpoint` when set); say which step failed, never the token."""
+        steps = self.check()
+        failed = next((step for step in steps if not step.ok), None)
+        if failed is not None:
+            return False, failed.message
+        return True, " ".join(step.message for step in steps if step.message)
+
+    def check(self) -> list[CheckStep]:
+        """The Test button's steps, each with its outcome, duration and message (secret-free), up to
+        the first that fails: the configuration, the token request (its login steps included; the
+        caches bypassed), the test endpoint (when set) with that token."""
+        started = time.monotonic()
         try:
             account = self.account
         except CustomTokenError as exc:
-            return False, f"Configuration failed: {exc}"
+            return [
+                CheckStep("configuration", False, time.monotonic() - started, f"Configuration failed: {exc}")
+            ]
         except Exception as exc:  # the settings, the connection lookup: an answer, never a raise
             text = redaction.redact_string(f"{type(exc).__name__}: {exc}")
-            return False, f"Configuration failed: {text[:400]}"
+            return [
+                CheckStep(
+                    "configuration", False, time.monotonic() - started, f"Configuration failed: {text[:400]}"
+                )
+            ]
+        steps = [CheckStep("configuration", True, time.monotonic() - started, "")]
         secrets: list[str] = list(account.secrets)
-        step = "Token request failed"
+        step, started = "Token request failed", time.monotonic()
         try:
-            # Bypasses the cache: the Test button must really check the credentials.
-            answer = self.auth.send_token_request(self.source.request)
-            token = read_token(account, answer, time.time(), self.source.limits)
+            token = self.source.check(self.auth.send_token_request)  # the credentials, really checked
             secrets = list(self.source.secrets(token))
-            redaction.register(*secrets)
             expires = datetime.fromtimestamp(token.expires_at, UTC).isoformat(timespec="seconds")
             message = (
                 f"Token obtained from {masked_url(account.token_request.url, account.secrets)} "
                 f"(expires {expires}, in {max(0, round(token.expires_at - time.time()))} s)."
             )
+            steps.append(CheckStep("token request", True, time.monotonic() - started, message))
             if not account.test_endpoint:
-                return True, message
-            step = "Test endpoint failed"
+                return steps
+            step, started = "Test endpoint failed", time.monotonic()
             response = self.get_conn().get(
                 account.request_url(account.test_endpoint),
                 auth=self.auth.pinned(token),  # the token just fetched, not refreshed: it is what is tested
@@ -271,16 +286,29 @@ class CustomTokenHook(_CustomTokenBaseHook):
                 stream=True,  # the body is not needed; of an error, only its excerpt is read
             )
             if response.status_code >= 400:
-                return False, redaction.redact_string(f"{step}: {self.describe_failure(response)}", secrets)
+                failure = redaction.redact_string(f"{step}: {self.describe_failure(response)}", secrets)
+                return [*steps, CheckStep("test endpoint", False, time.monotonic() - started, failure)]
             response.close()
-            return True, f"{message} GET {account.test_endpoint} answered {response.status_code}."
+            answered = f"GET {account.test_endpoint} answered {response.status_code}."
+            return [*steps, CheckStep("test endpoint", True, time.monotonic() - started, answered)]
         except TokenRequestError as exc:
-            return False, redaction.redact_string(str(exc), secrets)
+            failure = redaction.redact_string(str(exc), secrets)
         except TokenResponseError as exc:
-            return False, redaction.redact_string(f"Token location failed: {exc}", secrets)
+            failure = redaction.redact_string(f"Token location failed: {exc}", secrets)
         except Exception as exc:
-            text = redaction.redact_string(f"{type(exc).__name__}: {exc}", secrets)
-            return False, f"{step}: {text[:400]}"
+            failure = f"{step}: {redaction.redact_string(f'{type(exc).__name__}: {exc}', secrets)[:400]}"
+        name = "token request" if step == "Token request failed" else "test endpoint"
+        return [*steps, CheckStep(name, False, time.monotonic() - started, failure)]
+
+
+@dataclass(frozen=True)
+class CheckStep:
+    """One step of `CustomTokenHook.check`: its name, outcome, duration (seconds) and message."""
+
+    name: str
+    ok: bool
+    seconds: float
+    message: str
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -139,6 +139,13 @@ def test_deferrable_path_signs_its_own_assertion(demo, connect):
     assert accepted["claims"]["iss"] == "dev"
 
 
+def test_the_test_button_signs_a_fresh_assertion(demo, connect):
+    ok, message = connect().test_connection()
+    assert ok and "Token obtained" in message, message
+    [accepted] = demo.assertions
+    assert accepted["claims"]["iss"] == "dev"
+
+
 def test_client_secret_basic_sends_a_secret_as_oauth_servers_decode_it(demo, make_conn):
     secret = "s3cret+/ %:é"
     demo.accounts["oauthclient"] = secret

@@ -148,3 +148,11 @@ def test_the_deferrable_client_logs_in_with_its_own_session(demo, connect):
     assert asyncio.run(call()) == 200
     assert (demo.stats()["login_pages"], demo.stats()["logins"], demo.stats()["token_requests"]) == (1, 1, 1)
     assert cookies_sent(token_requests(demo)[0])["session"].startswith("si_")
+
+
+def test_the_test_button_logs_in_and_names_a_failing_step(demo, connect):
+    ok, message = CustomTokenHook(connect()).test_connection()
+    assert ok and message.startswith(f"Token obtained from {demo.url}{TOKEN}") and "answered 200" in message
+    assert demo.stats()["logins"] == 1
+    ok, message = CustomTokenHook(connect(password="wrong-password")).test_connection()
+    assert not ok and message.startswith("Login failed: login step 2 of 2") and "wrong-password" not in message
