@@ -192,6 +192,8 @@ class ExtraField:
                 schema[name] = value
         if self.items is not None:
             schema["items"] = self.items.schema()
+        elif self.kind == "list":  # of objects (`access_steps`): a JSON editor in the form, not lines of text
+            schema["items"] = {"type": "object"}
         if self.secret and self.kind == "str":
             schema["format"] = "password"
         if self.form_default is not None:

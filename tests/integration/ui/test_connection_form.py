@@ -290,6 +290,9 @@ def test_add_a_login_steps_and_refresh_token_connection_with_the_new_fields(
     extras = open_section(dialog, "Extra Fields")
     fill_text(extras, "Key", "acmelogin")
     fill_text(extras, "Access Token Endpoint", f"{demo.url}/login/v1/token")
+    # The steps are a list of objects: a JSON editor, not the text area of a list of strings.
+    steps = field(extras, "Login Steps")
+    assert steps.get_by_placeholder("Enter each string on a new line").count() == 0, steps.inner_text()
     fill_json(extras, "Login Steps", LOGIN_STEPS, wait_for="/login/v1/sign-in")
     fill_text(extras, "Refresh Token Location", "refresh_token")
     fill_text(extras, "Test Endpoint", "/api/v1/whoami")
@@ -315,7 +318,7 @@ def test_add_a_login_steps_and_refresh_token_connection_with_the_new_fields(
     redacted_sign_in = {**LOGIN_STEPS[1], "parameters": {**LOGIN_STEPS[1]["parameters"], "password": "***"}}
     assert extra["access_steps"] == [LOGIN_STEPS[0], redacted_sign_in]  # the API redacts "password"
     assert extra["refresh_path"] == "refresh_token"
-    assert "initial_refresh_token" not in extra
+    assert extra["initial_refresh_token"] is None
 
     # Test: the hook opens the login page, signs in, gets the token for the session, calls whoami.
     before = demo.stats()
