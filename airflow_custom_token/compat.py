@@ -472,3 +472,25 @@ def stats_client() -> Any | None:
             export_legacy_names=config_getboolean("metrics", "legacy_names_on", True),
         )
     return sdk_stats
+
+
+# -- the admin command ----------------------------------------------------------------------------------
+def cli_command_types() -> tuple[Any, Any, Any]:
+    """`ActionCommand`, `Arg`, `GroupCommand`: what a provider-level CLI is made of (Airflow 3.2+)."""
+    from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand
+
+    return ActionCommand, Arg, GroupCommand
+
+
+def conn_ids_in_database(conn_type: str) -> list[str]:
+    """The ids of the metadata database's connections of `conn_type`, where this process reaches the
+    database (an api-server's or scheduler's host); none elsewhere (a 3.x worker has no database)."""
+    try:
+        from airflow.models import Connection
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.query(Connection.conn_id).filter(Connection.conn_type == conn_type).all()
+    except Exception:  # no database configured or reachable here
+        return []
+    return [str(row[0]) for row in rows]

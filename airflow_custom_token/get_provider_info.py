@@ -68,6 +68,8 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": _modules("airflow_custom_token.hooks.custom_token"),
         "operators": _modules("airflow_custom_token.operators.http"),
         "sensors": _modules("airflow_custom_token.sensors.http"),
+        # the provider-level CLI (`airflow custom-token ...`, Airflow 3.2+; earlier releases ignore it)
+        "cli": ["airflow_custom_token.cli.get_provider_cli_commands"],
         "triggers": _modules("airflow_custom_token.triggers.http"),
         "notifications": ["airflow_custom_token.notifications.http.CustomTokenNotifier"],
         "connection-types": [

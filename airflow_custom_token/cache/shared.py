@@ -349,6 +349,17 @@ class SharedStore(RedisClient):
             self._quietly(self._discard(key, token, keep_refresh))
 
     # -- the async client (the triggerer) ---------------------------------------------------------
+    def inspect(self, key: str) -> tuple[Token | None, bool]:
+        """What Redis holds for `key`, for the admin command: its token (fresh or not; None: no
+        readable entry) and whether a lease is held on it. Raises `Unavailable` when Redis fails."""
+
+        def commands() -> Commands[tuple[Token | None, bool]]:
+            entry = yield Op("read", self.name(key), ms=self.max_value_bytes)
+            lease = yield Op("read", self.name(key, "lease"), ms=LEASE_VALUE_BYTES)
+            return self.decode(key, entry), lease.value is not None
+
+        return self._run(commands())
+
     async def abegin(self, key: str, margin: float, lease: Lease) -> Claim:
         """`begin` for the event loop, through `redis.asyncio`; the holder renews in a task."""
         if not self.usable:

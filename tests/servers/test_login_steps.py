@@ -155,4 +155,6 @@ def test_the_test_button_logs_in_and_names_a_failing_step(demo, connect):
     assert ok and message.startswith(f"Token obtained from {demo.url}{TOKEN}") and "answered 200" in message
     assert demo.stats()["logins"] == 1
     ok, message = CustomTokenHook(connect(password="wrong-password")).test_connection()
-    assert not ok and message.startswith("Login failed: login step 2 of 2") and "wrong-password" not in message
+    assert (
+        not ok and message.startswith("Login failed: login step 2 of 2") and "wrong-password" not in message
+    )

@@ -1,6 +1,7 @@
 """The layout's promise, checked on every import statement (module level and inside functions).
 
-- The core never imports an Airflow surface (`hooks`, `operators`, `sensors`, `triggers`, `notifications`).
+- The core never imports an Airflow surface (`hooks`, `operators`, `sensors`, `triggers`, `notifications`,
+  `cli` and its `__main__`).
 - Only `compat` imports Airflow itself: every version difference lives there.
 - Surfaces do not borrow from each other: each may use `hooks` (which owns the connection), and the
   operator and the sensor may use the triggers they defer to.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "airflow_custom_token"
-SURFACES = ("hooks", "operators", "sensors", "triggers", "notifications")
+SURFACES = ("hooks", "operators", "sensors", "triggers", "notifications", "cli")
 
 
 def modules() -> list[Path]:
@@ -25,6 +26,8 @@ def modules() -> list[Path]:
 
 def layer(path: Path) -> str:
     part = path.relative_to(PACKAGE).parts[0]
+    if part == "__main__.py":  # `python -m airflow_custom_token`: the admin command's entry point
+        return "cli"
     return part if part in SURFACES else "core"
 
 
