@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,10 +35,21 @@ SHARED_ENV = "AIRFLOW__CUSTOM_TOKEN__SHARED_CACHE_CONN_ID"
 class RedisServer:
     """`redis-server --port P --bind 127.0.0.1 --requirepass PW --save "" --appendonly no --dir DIR`."""
 
-    def __init__(self, directory: Path, password: str = REDIS_PASSWORD, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        password: str = REDIS_PASSWORD,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        config: Path | None = None,
+    ) -> None:
+        """`args`: more options, after the usual ones (a later option wins); `config`: a configuration
+        file, first on the command line (a sentinel needs one it can write)."""
         self.directory = directory
         self.password = password
         self.port = port or free_port()
+        self.args = tuple(args)
+        self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -50,6 +61,7 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [
                 REDIS_SERVER,
+                *([] if self.config is None else [str(self.config)]),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--requirepass", self.password,
@@ -57,6 +69,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.directory),
                 "--loglevel", "warning",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -42,3 +42,10 @@ def entry_name(cache_key: str, key: bytes) -> str:
     integration, sep, _ = cache_key.rpartition("-")
     digest = hmac.new(key, cache_key.encode(), hashlib.sha256).hexdigest()[:NAME_DIGEST_CHARS]
     return f"{integration if sep else 'token'}-{digest}"
+
+
+def slot_tagged(name: str) -> str:
+    """`{<name>}`: a Redis Cluster hash tag. Only the part between the braces picks the key's slot, so
+    every key made of one tagged name (an entry's token and its lease) lives in one slot, on one node:
+    a script or transaction may use them together. One server or a sentinel's master keeps plain names."""
+    return "{" + name + "}"

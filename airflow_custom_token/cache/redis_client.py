@@ -2,13 +2,15 @@
 
 - `RedisParams`: an Airflow connection of type `redis` (host, port, password, login as the ACL user,
   extra `db`, `ssl`, `ssl_cert_reqs`, `ssl_ca_certs`, `ssl_keyfile`, `ssl_certfile`,
-  `ssl_check_hostname`), read as the Redis provider reads it, as the `redis` client's options.
+  `ssl_check_hostname`), read as the Redis provider reads it, as the `redis` client's options; and
+  which deployment it is (one server, `cluster`, `sentinel`: see `redis_deployments`).
 - `Op` and `Entry`: the operations a sequence of `Commands` yields (read, set_nx, set, delete,
   delete_if, renew, sleep) and what a read finds; the Lua scripts behind read (`READ_BOUNDED`:
   STRLEN, then GET and PTTL in one script, so a value is size-checked before it is read), delete_if
   and renew (compare-and-set).
 - `RedisClient`: carries a sequence of commands over the sync client (a connection pool per process)
-  or over a short-lived `redis.asyncio` client in the event loop, and keeps the health of the Redis.
+  or over a short-lived `redis.asyncio` client in the event loop (built per deployment by
+  `redis_deployments`), and keeps the health of the Redis.
 
 Redis down, slow or refusing the password never fails a task: every command has an overall deadline
 (`COMMAND_DEADLINE`: connect, send and the whole reply), no retries, and the first failure logs one
@@ -26,12 +28,14 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_custom_token import redaction
+from airflow_custom_token.cache import redis_deployments
+from airflow_custom_token.cache.redis_deployments import Deployment, truthy
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +129,16 @@ class RedisParams:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ssl: dict[str, Any] = field(default_factory=dict)
+    deployment: Deployment = field(default_factory=Deployment)
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}/{self.db} (connection {self.conn_id!r})"
+        return f"{self.deployment.describe(self.host, self.port, self.db)} (connection {self.conn_id!r})"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The passwords this connection holds (never logged)."""
+        return tuple(p for p in (self.password, self.deployment.sentinel_password) if p)
 
     def client_options(self) -> dict[str, Any]:
         return {
@@ -166,7 +176,7 @@ class RedisParams:
         if password is not None and str(password).lower() in ("none", "false"):
             password = None  # as the Redis provider reads it
         ssl: dict[str, Any] = {}
-        if _truthy(extra.get("ssl")):
+        if truthy(extra.get("ssl")):
             ssl["ssl"] = True
             reqs = str(extra.get("ssl_cert_reqs") or "required").lower()
             if reqs not in ("required", "optional", "none"):
@@ -176,20 +186,18 @@ class RedisParams:
                 if extra.get(name):
                     ssl[name] = str(extra[name])
             if "ssl_check_hostname" in extra:
-                ssl["ssl_check_hostname"] = _truthy(extra["ssl_check_hostname"])
+                ssl["ssl_check_hostname"] = truthy(extra["ssl_check_hostname"])
+        host = str(getattr(conn, "host", None) or "localhost")
         return cls(
             conn_id=conn_id,
-            host=str(getattr(conn, "host", None) or "localhost"),
+            host=host,
             port=port,
             db=db,
             username=getattr(conn, "login", None) or None,
             password=None if password is None else str(password),
             ssl=ssl,
+            deployment=redis_deployments.read_deployment(extra, host, port, db),
         )
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 _warned = False
@@ -233,25 +241,22 @@ class RedisClient:
             self._run(commands)
 
     def client(self) -> Any:
-        """The process's sync client (a thread-safe connection pool; redis-py resets it after a fork)."""
+        """The process's sync client (a thread-safe connection pool; redis-py resets it after a fork).
+        Built within a command's deadline (`_within_deadline`): a cluster client talks to a node at once."""
         with self._client_lock:
             if self._client is None:
-                # `redis` is optional (`INSTALL_HINT`): imported when a store first talks to Redis
-                module = importlib.import_module("redis")
-                from redis.backoff import NoBackoff
-                from redis.retry import Retry
-
-                self._client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
+                self._client = redis_deployments.sync_client(
+                    self.params.client_options(), self.params.deployment
+                )
             return self._client
 
     def _run(self, commands: Commands[R]) -> R:
         """Carry commands over the sync client, each command within `COMMAND_DEADLINE`; raises
         `Unavailable` (logged) when Redis fails."""
         try:
-            client = self.client()
             op = next(commands)
             while True:
-                op = commands.send(_within_deadline(client, op))
+                op = commands.send(_within_deadline(self.client, op))
         except StopIteration as stop:
             self._ok()
             result: R = stop.value
@@ -268,13 +273,13 @@ class RedisClient:
 
     async def _arun(self, commands: Commands[R]) -> R:
         """Carry commands over a short-lived `redis.asyncio` client (its connections belong to this loop)."""
-        client: Any = None
+        built: redis_deployments.AsyncClient | None = None
         try:
             module = await _import_async()  # optional, and 100 ms or more to import: see there
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            client = module.Redis(**self.params.client_options(), retry=Retry(NoBackoff(), 0))
+            built = redis_deployments.async_client(
+                module, self.params.client_options(), self.params.deployment
+            )
+            client = built.client
             op = next(commands)
             while True:
                 if op.kind == "sleep":
@@ -295,21 +300,22 @@ class RedisClient:
             self._failed(exc)
             raise Unavailable from None
         finally:
-            if client is not None:
-                with contextlib.suppress(Exception):  # closing a client of an unreachable Redis
-                    await client.aclose()
+            if built is not None:
+                await built.aclose()
 
     # -- health -----------------------------------------------------------------------------------
     def _failed(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER
-        detail = redaction.redact_string(f"{type(exc).__name__}: {exc}", [self.params.password or ""])
+        detail = redaction.redact_string(
+            f"{type(exc).__name__}: {exc}"[:300] + _tls_hint(exc, self.params.ssl), list(self.params.secrets)
+        )
         if not self._failing:
             self._failing = True
             warn_once(
                 "Custom token shared cache: Redis %s cannot be used (%s); tasks go on with the host and "
                 "process caches, and Redis is tried again every %g s",
                 self.params.where,
-                detail[:300],
+                detail[:600],
                 RETRY_AFTER,
             )
         else:
@@ -321,23 +327,48 @@ class RedisClient:
             log.info("Custom token shared cache: Redis %s is reachable again", self.params.where)
 
 
+def _tls_hint(exc: BaseException, ssl: Mapping[str, Any]) -> str:
+    """What to check when TLS failed: the handshake's own errors say little ("EOF occurred in violation
+    of protocol" is how a server that wants a client certificate hangs up)."""
+    if not ssl.get("ssl"):
+        return ""
+    chain: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 5:
+        chain.append(f"{type(seen).__name__} {seen}".lower())
+        seen = seen.__cause__ or seen.__context__
+    if not any(w in text for text in chain for w in ("ssl", "tls", "certificate", "violation of protocol")):
+        return ""
+    if not ssl.get("ssl_certfile"):
+        return (
+            "; the TLS connection failed and no client certificate is set: if the server requires one "
+            "(tls-auth-clients yes), set extra ssl_certfile and ssl_keyfile"
+        )
+    return (
+        "; the TLS connection failed: check extra ssl_ca_certs, ssl_certfile, ssl_keyfile and the server name"
+    )
+
+
 def _late(op: Op) -> str:
     return f"Redis did not complete {op.kind.upper()} within {COMMAND_DEADLINE:g} s"
 
 
-def _within_deadline(client: Any, op: Op) -> Any:
+def _within_deadline(get_client: Callable[[], Any], op: Op) -> Any:
     """`_execute` bounded by `COMMAND_DEADLINE` as a whole (redis-py's socket timeout bounds each
-    read, not the command): the command runs in a daemon thread; past the deadline its connections
-    are shut down, which ends the thread's read, and `DeadlineExceeded` is raised."""
+    read, not the command): the command (and building the client, the first time) runs in a daemon
+    thread; past the deadline its connections are shut down, which ends the thread's read, and
+    `DeadlineExceeded` is raised."""
     if op.kind == "sleep":
         time.sleep(op.ms / 1000)
         return None
     outcome: list[Any] = []
+    clients: list[Any] = []
     done = threading.Event()
 
     def run() -> None:
         try:
-            outcome.append((True, _execute(client, op)))
+            clients.append(get_client())
+            outcome.append((True, _execute(clients[0], op)))
         except BaseException as exc:  # handed to the caller
             outcome.append((False, exc))
         finally:
@@ -346,17 +377,18 @@ def _within_deadline(client: Any, op: Op) -> Any:
     threading.Thread(target=run, name="custom-token-redis", daemon=True).start()
     if not done.wait(COMMAND_DEADLINE):
         # shut the pool's connections down (in a thread of its own: the caller never waits on it)
-        threading.Thread(target=_disconnect, args=(client,), name="custom-token-redis", daemon=True).start()
+        if clients:
+            threading.Thread(
+                target=redis_deployments.disconnect,
+                args=(clients[0],),
+                name="custom-token-redis",
+                daemon=True,
+            ).start()
         raise DeadlineExceeded(_late(op))
     ok, value = outcome[0]
     if not ok:
         raise value
     return value
-
-
-def _disconnect(client: Any) -> None:
-    with contextlib.suppress(Exception):
-        client.connection_pool.disconnect()
 
 
 def _entry(reply: Any) -> Entry:

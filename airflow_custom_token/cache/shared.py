@@ -6,7 +6,8 @@ this layer, below them, is the one all hosts share. This module holds what is st
 `shared_conn` turns `[custom_token] shared_cache_conn_id` into one store per process.
 
 What Redis holds, per cache key (named `<integration key>-<keyed hash of the cache key>`, see `names`:
-listing the keys reveals nothing that can be checked offline):
+listing the keys reveals nothing that can be checked offline; on a Redis Cluster the name is in a hash
+tag, `airflow-custom-token:{<name>}:token`, so that an entry's keys share one slot):
 
 - `airflow-custom-token:<name>:token` = `2:<key id>:<Fernet token>`: the token, its lifetime and the
   cache key it was written for, encrypted with `[core] fernet_key`. TTL: the token's remaining life.
@@ -58,6 +59,7 @@ from typing import Any
 from airflow_custom_token.cache import names
 from airflow_custom_token.cache.process import AsyncFetch, Fetch, Lease
 from airflow_custom_token.cache.redis_client import Commands, Entry, Op, RedisClient, RedisParams, Unavailable
+from airflow_custom_token.cache.redis_deployments import CLUSTER
 from airflow_custom_token.fields import option_default
 from airflow_custom_token.token import MAX_REFRESH_LIFETIME, Token
 
@@ -126,8 +128,12 @@ class SharedStore(RedisClient):
         return f"<SharedStore redis {self.params.where}>"
 
     def name(self, key: str, kind: str = "token") -> str:
-        """The Redis key of a cache key's token or lease: a keyed hash of the cache key (`names`)."""
-        return f"{PREFIX}{names.entry_name(key, self.naming_key)}:{kind}"
+        """The Redis key of a cache key's token or lease: a keyed hash of the cache key (`names`); on a
+        Redis Cluster in a hash tag (`{...}`), so that an entry's token and lease share one slot."""
+        entry = names.entry_name(key, self.naming_key)
+        if self.params.deployment.kind == CLUSTER:
+            entry = names.slot_tagged(entry)
+        return f"{PREFIX}{entry}:{kind}"
 
     # -- what is stored ---------------------------------------------------------------------------
     def encode(self, key: str, token: Token) -> bytes:

@@ -87,8 +87,8 @@ def shared_store(conn_id: str, cipher_factory: Callable[[], Any]) -> SharedStore
             store = None
         else:
             store = _build(conn_id, conn, cipher_factory)
-            if store is not None and store.params.password:
-                redaction.register(store.params.password)
+            for secret in () if store is None else store.params.secrets:
+                redaction.register(secret)
         _resolved[conn_id] = (time.monotonic(), store)
         return store
 
@@ -119,8 +119,8 @@ async def _aresolve(conn_id: str, cipher_factory: Callable[[], Any]) -> SharedSt
         return store
     # Fernet, the configuration and the client's presence: file reads and imports, off the event loop
     store = await asyncio.to_thread(_build, conn_id, conn, cipher_factory)
-    if store is not None and store.params.password:
-        await redaction.aregister(store.params.password)
+    for secret in () if store is None else store.params.secrets:
+        await redaction.aregister(secret)
     _resolved[conn_id] = (time.monotonic(), store)
     return store
 
