@@ -143,3 +143,29 @@ def test_a_wrong_sentinel_password_skips_the_shared_cache_with_one_warning(demo,
         assert "master 'mymaster' of sentinel 127.0.0.1:" in logged, logged
         for secret in ("not-the-sentinel-pass-93e1", SENTINEL_PASSWORD, REDIS_PASSWORD):
             assert secret not in logged
+
+
+def test_a_process_connected_before_the_failover_reaches_the_new_master(demo, acme, sentinel, hosts):
+    """A long-running worker keeps its connection pool across the failover. Redis closes the clients of
+    a master it demotes, so the worker's next command reconnects through the sentinel: the token it
+    renews goes to the new master, where another host reads it."""
+    first, second = hosts.workers(hosts=2, processes=1)
+    env = {**hosts_env(sentinel.connection()), "AIRFLOW__CUSTOM_TOKEN__CACHE_RECHECK": "0"}
+    hosts.prepare([first], env)
+    first.ask({"op": "token"})
+    [key] = wait_until(lambda: token_keys(sentinel.replica), "the replica has the token entry")
+    old = sentinel.master
+    sentinel.failover()
+    wait_until(lambda: old.client().info("replication").get("role") == "slave", "the old master demoted")
+    sentinel.master.client().delete(key)  # as `invalidate` does: every process must fetch anew
+    wait_until(lambda: not token_keys(old), "the old master has replicated the delete")
+    mark = first.log_size()
+    result = first.ask({"op": "run", "count": 3})
+    assert result["statuses"] == {"200": 3}, result
+    assert demo.stats()["token_requests"] == 2
+    [renewed] = result["tokens"]
+    assert token_keys(sentinel.master), "the renewed token is in the new master"
+    assert WARNING not in first.log_since(mark)
+    hosts.prepare([second], env)
+    assert second.ask({"op": "token"})["token"] == renewed
+    assert demo.stats()["token_requests"] == 2
