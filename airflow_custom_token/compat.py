@@ -455,10 +455,19 @@ def stats_client() -> Any | None:
         config_getboolean("metrics", "statsd_on", False) or config_getboolean("metrics", "otel_on", False)
     ):
         return None
-    if AIRFLOW_VERSION < (3, 3, 0):
+    if AIRFLOW_VERSION < (3, 2, 0):
         from airflow.stats import Stats
 
         return Stats
+    if AIRFLOW_VERSION < (3, 3, 0):
+        # 3.2: `airflow.stats.Stats` is the task SDK's, a NoStatsLogger until initialised (the task
+        # runner does it; a plain script does not): initialised here from `[metrics]`, as the runner would
+        from airflow.sdk.observability.metrics import stats_utils as stats_utils_32
+        from airflow.sdk.observability.stats import Stats as Stats32
+
+        if type.__getattribute__(Stats32, "factory") is None:
+            Stats32.initialize(factory=stats_utils_32.get_stats_factory(Stats32))  # type: ignore[call-arg]  # 3.2 signatures; mypy reads 3.3
+        return Stats32
     from airflow.sdk.observability import stats as sdk_stats
     from airflow.sdk.observability.metrics import stats_utils
 
