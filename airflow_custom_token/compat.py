@@ -443,10 +443,10 @@ async def aget_airflow_connection(conn_id: str) -> Any | None:
 
 
 def stats_client() -> Any | None:
-    """Airflow's metrics client as `[metrics]` configures it in this process (StatsD or OpenTelemetry),
-    or None when metrics are off: what `airflow_custom_token.metrics` reports through.
+    """Airflow's metrics client as `[metrics]` configures it (StatsD or OpenTelemetry), None when off.
 
-    Before 3.3, `airflow.stats.Stats` (set up from `[metrics]` on first use). From 3.3 on, the
+    Before 3.2, `airflow.stats.Stats` (set up from `[metrics]` on first use); on 3.2 the task SDK's
+    `Stats` it re-exports, initialised here when no task runner has done it. From 3.3 on, the
     `stats` module that this process initialised: the task SDK's in a task (its task runner does it),
     the core's in Airflow's components (the triggerer); in a plain script neither is, and the task
     SDK's is initialised here from `[metrics]`, as the task runner would.
@@ -459,18 +459,13 @@ def stats_client() -> Any | None:
         from airflow.stats import Stats
 
         return Stats
-    if AIRFLOW_VERSION < (3, 3, 0):
-        # 3.2: `airflow.stats.Stats` is the task SDK's, a NoStatsLogger until initialised (the task
-        # runner does it; a plain script does not): initialised here from `[metrics]`, as the runner would
-        from airflow.sdk.observability.metrics import stats_utils as stats_utils_32
-        from airflow.sdk.observability.stats import Stats as Stats32
-
-        if type.__getattribute__(Stats32, "factory") is None:
-            Stats32.initialize(factory=stats_utils_32.get_stats_factory(Stats32))  # type: ignore[call-arg]  # 3.2 signatures; mypy reads 3.3
-        return Stats32
     from airflow.sdk.observability import stats as sdk_stats
     from airflow.sdk.observability.metrics import stats_utils
 
+    if AIRFLOW_VERSION < (3, 3, 0):  # the SDK's `Stats` class, a NoStatsLogger until initialised
+        if type.__getattribute__(sdk_stats.Stats, "factory") is None:  # type: ignore[attr-defined]
+            sdk_stats.Stats.initialize(factory=stats_utils.get_stats_factory(sdk_stats.Stats))  # type: ignore[attr-defined, call-arg]
+        return sdk_stats.Stats  # type: ignore[attr-defined]
     sdk_module = sys.modules["airflow.sdk._shared.observability.metrics.stats"]
     core_module = sys.modules.get("airflow._shared.observability.metrics.stats")
     if getattr(sdk_module, "_factory", None) is None and getattr(core_module, "_factory", None) is not None:
