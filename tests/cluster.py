@@ -32,6 +32,15 @@ SHARED_CONN_ID = "redis_shared"
 SHARED_ENV = "AIRFLOW__CUSTOM_TOKEN__SHARED_CACHE_CONN_ID"
 
 
+def hosts_env(connection: str) -> dict[str, str]:
+    """What every host is configured with: the account `acme`, and the shared cache on `connection`."""
+    return {
+        "AIRFLOW_CONN_ACME": os.environ["AIRFLOW_CONN_ACME"],
+        f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}": connection,
+        SHARED_ENV: SHARED_CONN_ID,
+    }
+
+
 class RedisServer:
     """`redis-server --port P --bind 127.0.0.1 --requirepass PW --save "" --appendonly no --dir DIR`."""
 

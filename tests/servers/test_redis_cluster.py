@@ -8,7 +8,6 @@ entry's token and lease share a slot (a hash tag in their names).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ import pytest
 from airflow_custom_token.cache import shared_conn
 from airflow_custom_token.hooks.custom_token import CustomTokenHook
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
-from tests.cluster import SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer
+from tests.cluster import SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer, hosts_env
 from tests.redis_deployments import ClusterNodes
 from tests.triggering import run_trigger
 
@@ -53,18 +52,10 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
-def hosts_env(nodes: ClusterNodes) -> dict[str, str]:
-    return {
-        "AIRFLOW_CONN_ACME": os.environ["AIRFLOW_CONN_ACME"],
-        f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}": nodes.connection(),
-        SHARED_ENV: SHARED_CONN_ID,
-    }
-
-
 def test_four_hosts_on_a_three_master_cluster_make_one_token_request(demo, acme, redis, hosts):
     demo.set_token_delay(1.0)  # a slow identity provider: everybody arrives while the token is requested
     workers = hosts.workers(hosts=4, processes=2)
-    hosts.prepare(workers, hosts_env(redis))
+    hosts.prepare(workers, hosts_env(redis.connection()))
     marks = [w.log_size() for w in workers]
     results = hosts.ask_all(workers, {"op": "run", "start": time.time() + 0.3, "count": 3})
     for result in results:
@@ -92,7 +83,7 @@ def test_an_entry_and_its_lease_hash_to_one_slot(demo, acme, redis):
 
 def test_the_triggerer_reads_the_token_from_the_cluster_with_redis_asyncio(demo, acme, redis, hosts):
     [worker] = hosts.workers(hosts=1, processes=1)
-    hosts.prepare([worker], hosts_env(redis))
+    hosts.prepare([worker], hosts_env(redis.connection()))
     token = worker.ask({"op": "token"})["token"]
     # this process is the triggerer's host: its own (empty) process and host caches
     event = run_trigger(CustomTokenHttpTrigger(custom_token_conn_id=acme, endpoint="/api/v1/whoami"))

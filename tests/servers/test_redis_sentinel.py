@@ -18,7 +18,7 @@ import pytest
 
 from airflow_custom_token.cache import shared_conn
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
-from tests.cluster import REDIS_PASSWORD, SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer
+from tests.cluster import REDIS_PASSWORD, SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer, hosts_env
 from tests.redis_deployments import SENTINEL_PASSWORD, SentinelSetup, wait_until
 from tests.serving import free_port
 from tests.triggering import run_trigger
@@ -43,14 +43,6 @@ def sentinel(tmp_path: os.PathLike[str]) -> Iterator[SentinelSetup]:
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("hosts"), hosts=2, processes=1) as cluster:
         yield cluster
-
-
-def hosts_env(connection: str) -> dict[str, str]:
-    return {
-        "AIRFLOW_CONN_ACME": os.environ["AIRFLOW_CONN_ACME"],
-        f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}": connection,
-        SHARED_ENV: SHARED_CONN_ID,
-    }
 
 
 def token_keys(server: RedisServer) -> list[bytes]:

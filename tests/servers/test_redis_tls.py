@@ -9,7 +9,6 @@ one server requires client certificates (`--tls-auth-clients yes`), one does not
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ import pytest
 
 from airflow_custom_token.cache import shared_conn
 from airflow_custom_token.triggers.http import CustomTokenHttpTrigger
-from tests.cluster import SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer
+from tests.cluster import SHARED_CONN_ID, SHARED_ENV, Cluster, RedisServer, hosts_env
 from tests.redis_deployments import Certs, TlsRedisServer, make_certs, tls_unsupported
 from tests.triggering import run_trigger
 
@@ -50,15 +49,6 @@ def lenient(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with Cluster(tmp_path_factory.mktemp("cluster"), hosts=2, processes=1) as hosts:
         yield hosts
-
-
-def hosts_env(connection: str) -> dict[str, str]:
-    """What every host is configured with: the account, and the shared cache on this connection."""
-    return {
-        "AIRFLOW_CONN_ACME": os.environ["AIRFLOW_CONN_ACME"],
-        f"AIRFLOW_CONN_{SHARED_CONN_ID.upper()}": connection,
-        SHARED_ENV: SHARED_CONN_ID,
-    }
 
 
 @pytest.mark.parametrize(
