@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.paths import airflow_command
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -78,12 +79,6 @@ def _airflow_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _airflow(*args: str) -> list[str]:
-    """The ``airflow`` command of the interpreter running the tests (so the provider is installed)."""
-    script = Path(sys.executable).with_name("airflow")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "airflow", *args]
-
-
 @dataclass(frozen=True)
 class AirflowHome:
     path: Path
@@ -103,7 +98,13 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     (home / "dags").mkdir()
     env = _airflow_env(home)
     result = subprocess.run(
-        _airflow("db", "migrate"), env=env, cwd=home, capture_output=True, text=True, timeout=300, check=False
+        airflow_command("db", "migrate"),
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if result.returncode != 0:
         pytest.fail(f"airflow db migrate failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -118,7 +119,7 @@ def api_server(airflow_home: AirflowHome) -> Iterator[ApiServer]:
     log = airflow_home.path / "api-server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            _airflow("api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+            airflow_command("api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
             env=airflow_home.env,
             cwd=airflow_home.path,
             stdout=out,

@@ -1,0 +1,60 @@
+"""The cluster promise on a real CeleryExecutor cluster: one token request for a whole DAG run.
+
+`tests.celery_cluster.CeleryCluster` starts Airflow as teams run it (api-server, scheduler, dag processor,
+a triggerer and two Celery workers on a Redis broker), each worker and the triggerer with its own host
+cache, as if on its own machine. The DAG runs 16 mapped `CustomTokenHttpOperator` tasks and 8 deferrable
+sensors (polled from the triggerer) on one connected account; the demo API counts the tokens it issues.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.celery_cluster import MAPPED_TASKS, SENSORS, TRIGGERER, WORKERS, CeleryCluster, RunResult
+from tests.cluster import RedisServer
+
+pytestmark = [
+    pytest.mark.airflow_cli,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not RedisServer.available(), reason="needs redis-server (scripts/install-redis)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("airflow.providers.celery") is None,
+        reason="needs the Celery provider (the test extra installs it)",
+    ),
+]
+
+
+def run_once(root: Path, *, shared: bool) -> tuple[RunResult, dict[str, bool]]:
+    """One DAG run on a fresh cluster; and which hosts' caches hold a token afterwards."""
+    with CeleryCluster(root, shared=shared) as cluster:
+        result = cluster.run_dag()
+        if result.state != "success" or set(result.task_states.values()) != {"success"}:
+            pytest.fail(f"the DAG run ended {result.state}: {result.task_states}\n{cluster.tails()}")
+    holding = {
+        host: any((root / host / "token-cache").glob("acme-*.token")) for host in (*WORKERS, TRIGGERER)
+    }
+    return result, holding
+
+
+def test_one_token_request_for_the_whole_dag_run_with_the_shared_cache(tmp_path: Path) -> None:
+    result, holding = run_once(tmp_path, shared=True)
+
+    assert len(result.task_states) == MAPPED_TASKS + SENSORS
+    assert result.hosts("call_api") == set(WORKERS), "both workers ran API calls"
+    assert result.token_requests == 1
+    assert result.authenticated == MAPPED_TASKS + SENSORS  # each call and each sensor's poll, one token
+    # Each host's cache was filled from Redis: two workers and the triggerer used the one token.
+    assert holding == {host: True for host in (*WORKERS, TRIGGERER)}
+
+
+def test_without_the_shared_cache_each_host_requests_its_own_token(tmp_path: Path) -> None:
+    result, holding = run_once(tmp_path, shared=False)
+
+    assert result.hosts("call_api") == set(WORKERS), "both workers ran API calls"
+    assert holding == {host: True for host in (*WORKERS, TRIGGERER)}
+    # One per host (its processes share its host cache), never one per task.
+    assert result.token_requests == len(holding) == 3
+    assert result.authenticated == MAPPED_TASKS + SENSORS
