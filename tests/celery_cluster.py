@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
 
+from airflow_custom_token.demo.connections import ACCOUNTS
 from tests.cluster import REDIS_PASSWORD, SHARED_CONN_ID, SHARED_ENV, RedisServer
 from tests.paths import ROOT, airflow_command
 from tests.serving import free_port
@@ -318,11 +319,42 @@ class CeleryCluster:
         except sqlite3.OperationalError:  # a table not there yet, or the database busy
             return []
 
+    def _control(self, name: str) -> Any:
+        with urllib.request.urlopen(f"{self.demo_url}/_control/{name}", timeout=10) as answer:
+            return json.load(answer)
+
     def stats(self) -> dict[str, Any]:
         """The demo API's counters (`token_requests`, `authenticated`, ...)."""
-        with urllib.request.urlopen(f"{self.demo_url}/_control/stats", timeout=10) as answer:
-            stats: dict[str, Any] = json.load(answer)
+        stats: dict[str, Any] = self._control("stats")
         return stats
+
+    def secrets(self) -> dict[str, str]:
+        """What must never be written anywhere: each token the API accepted, and the client secret."""
+        tokens = {
+            value.removeprefix("Bearer "): None
+            for entry in self._control("api_log")
+            for name, value in entry["headers"].items()
+            if name.lower() == "authorization" and value.startswith("Bearer ")
+        }
+        return {"client secret": ACCOUNTS["dev"]} | {f"token {n}": t for n, t in enumerate(tokens, 1)}
+
+    def leaks(self) -> list[str]:
+        """Where a secret of `secrets()` shows in clear text: every file the cluster wrote (the metadata
+        database, each component's and each task's log, the host caches) and every key and value in
+        Redis (the Celery broker, its results, the shared cache)."""
+        secrets_ = {name: value.encode() for name, value in self.secrets().items()}
+        found = []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            found += [f"{name} in {path}" for name, value in secrets_.items() if value in data]
+        for db in (0, 1, 2):
+            client = self.redis.client(db)
+            for key in client.scan_iter("*"):
+                held = b"\0".join([key, *_values(client, key)])
+                found += [
+                    f"{name} in Redis db {db} {key!r}" for name, value in secrets_.items() if value in held
+                ]
+        return found
 
     def run_dag(self, timeout: float = 300) -> RunResult:
         """Trigger `custom_token_cluster`, wait for the run to end, and say what it did."""
@@ -365,6 +397,23 @@ class CeleryCluster:
     def tails(self, lines: int = 40) -> str:
         """The end of every component's log, for a failing test's message."""
         return "\n".join(f"---- {name} ----\n{self.tail(name, lines)}" for name in self._procs)
+
+
+def _values(client: Any, key: bytes) -> list[bytes]:
+    """Every value a Redis key holds, whatever its type (the broker's queues are lists, its unacked
+    messages a hash, results strings)."""
+    kind = client.type(key).decode()
+    if kind == "string":
+        return [client.get(key) or b""]
+    if kind == "list":
+        return list(client.lrange(key, 0, -1))
+    if kind == "hash":
+        return [part for pair in client.hgetall(key).items() for part in pair]
+    if kind == "set":
+        return list(client.smembers(key))
+    if kind == "zset":
+        return list(client.zrange(key, 0, -1))
+    raise AssertionError(f"Redis key {key!r} is a {kind}, which the leak check cannot read")
 
 
 def _fernet_key() -> str:

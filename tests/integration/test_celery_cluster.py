@@ -33,6 +33,10 @@ def run_once(root: Path, *, shared: bool) -> tuple[RunResult, dict[str, bool]]:
         result = cluster.run_dag()
         if result.state != "success" or set(result.task_states.values()) != {"success"}:
             pytest.fail(f"the DAG run ended {result.state}: {result.task_states}\n{cluster.tails()}")
+        # Nothing the cluster wrote holds the token or the client secret in clear text: logs, the
+        # metadata database, the host caches, the broker's messages, the shared cache.
+        assert len(cluster.secrets()) == 1 + result.token_requests
+        assert cluster.leaks() == []
     holding = {
         host: any((root / host / "token-cache").glob("acme-*.token")) for host in (*WORKERS, TRIGGERER)
     }
