@@ -9,16 +9,14 @@ yield (a redirect included: aiohttp follows none itself), and hands them each an
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Literal
 
 from airflow_custom_token import redaction, rules
 from airflow_custom_token.account.urls import add_query
+from airflow_custom_token.aimport import aimport
 from airflow_custom_token.bounded import BoundedBody
 from airflow_custom_token.errors import RequestError
 from airflow_custom_token.retry import RetryPolicy
@@ -33,18 +31,6 @@ from airflow_custom_token.wire import (
     transport_error,
     transport_failure,
 )
-
-
-async def _aiohttp() -> ModuleType:
-    """aiohttp, imported in a worker thread the first time.
-
-    A first `import aiohttp` takes 100 ms or more; on the event loop it would stall every trigger of
-    the triggerer. Coroutines that arrive while the import runs wait for it in worker threads too.
-    """
-    module = sys.modules.get("aiohttp")
-    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
-        return module
-    return await asyncio.to_thread(importlib.import_module, "aiohttp")
 
 
 class _LoopSession:
@@ -68,7 +54,7 @@ class _LoopSession:
 
     @classmethod
     async def enter(cls) -> _LoopSession:
-        aiohttp = await _aiohttp()
+        aiohttp = await aimport("aiohttp")  # never a first import on the event loop
         loop = asyncio.get_running_loop()
         shared = cls._by_loop.get(loop)
         if shared is None or shared.session.closed:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import importlib
-import sys
 import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from airflow_custom_token import login, metrics, redaction, renewal
 from airflow_custom_token.account.connected import ConnectedAccount
+from airflow_custom_token.aimport import aimport
 from airflow_custom_token.cache import PROCESS_CACHE, HostStore, TokenCache, host_store
 from airflow_custom_token.cache.host import resolved_host_store
 from airflow_custom_token.cache.process import Lease
@@ -110,10 +109,7 @@ class TokenSource:
         conn_id = self.settings.shared_cache_conn_id.strip()
         if not conn_id:
             return None
-        name = "airflow_custom_token.cache.shared_conn"
-        shared = sys.modules.get(name)
-        if shared is None or getattr(getattr(shared, "__spec__", None), "_initializing", False):
-            shared = await asyncio.to_thread(importlib.import_module, name)  # never on the event loop
+        shared = await aimport("airflow_custom_token.cache.shared_conn")  # never on the event loop
         store: SharedStore | None = await shared.ashared_store(conn_id, self._fernet)
         return self._bounded(store)
 

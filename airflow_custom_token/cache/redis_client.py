@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 from airflow_custom_token import redaction
+from airflow_custom_token.aimport import aimport
 from airflow_custom_token.cache import redis_deployments
 from airflow_custom_token.cache.redis_deployments import Deployment, truthy
 
@@ -275,7 +273,7 @@ class RedisClient:
         """Carry commands over a short-lived `redis.asyncio` client (its connections belong to this loop)."""
         built: redis_deployments.AsyncClient | None = None
         try:
-            module = await _import_async()  # optional, and 100 ms or more to import: see there
+            module = await aimport("redis.asyncio")  # optional, and 100 ms or more to import
             built = redis_deployments.async_client(
                 module, self.params.client_options(), self.params.deployment
             )
@@ -436,11 +434,3 @@ async def _aexecute(client: Any, op: Op) -> Any:
     if op.kind == "renew":
         return await client.eval(RENEW_IF_EQUAL, 1, op.name, op.value, op.ms)
     raise ValueError(f"unknown operation {op.kind!r}")
-
-
-async def _import_async() -> ModuleType:
-    """`redis.asyncio`, imported in a worker thread the first time (it takes 100 ms or more)."""
-    module = sys.modules.get("redis.asyncio")
-    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
-        return module
-    return await asyncio.to_thread(importlib.import_module, "redis.asyncio")

@@ -23,7 +23,6 @@ which ``airflow dags test`` replaces with the event.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import math
@@ -34,12 +33,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow_custom_token import options as request_options
 from airflow_custom_token import redaction
+from airflow_custom_token.aimport import aimport
 from airflow_custom_token.compat import BaseTrigger, TriggerEvent
 from airflow_custom_token.errors import ConfigurationError, CustomTokenError
-from airflow_custom_token.hooks.custom_token import AsyncResponse, CustomTokenAsyncHook
 
 if TYPE_CHECKING:
     import requests
+
+    from airflow_custom_token.hooks.custom_token import AsyncResponse, CustomTokenAsyncHook
 
 __all__ = [
     "CustomTokenHttpEventTrigger",
@@ -51,6 +52,11 @@ __all__ = [
 
 #: Seconds between two INFO lines of one sensor trigger's "not yet" answers (the others are DEBUG).
 NOT_YET_LOG_EVERY = 60.0
+
+#: The hooks and the transport: the first trigger to run imports them (`aimport`). The triggerer imports
+#: this module, and makes its triggers, in its event loop: importing them there (0.1 to 0.3 s) would stall
+#: every trigger of the loop, so this module imports only what a trigger's description needs.
+HOOKS_MODULE = "airflow_custom_token.hooks.custom_token"
 
 
 def response_to_event(response: AsyncResponse, *, secrets: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -143,9 +149,13 @@ class _RequestTrigger(BaseTrigger):
             f"<{type(self).__name__} {self.method} {self.endpoint!r} conn_id={self.custom_token_conn_id!r}>"
         )
 
-    def _hook(self) -> CustomTokenAsyncHook:
+    async def _hook(self) -> CustomTokenAsyncHook:
         """The async hook of the account: the triggers of one event loop share its account lookup."""
-        return CustomTokenAsyncHook(self.custom_token_conn_id, self.integration_parameters)
+        hooks = await aimport(HOOKS_MODULE)
+        hook: CustomTokenAsyncHook = hooks.CustomTokenAsyncHook(
+            self.custom_token_conn_id, self.integration_parameters
+        )
+        return hook
 
     async def _send(self, hook: CustomTokenAsyncHook) -> dict[str, Any]:
         """Send the request once (the hook refreshes the token once on `refresh_on`, and retries as the
@@ -194,7 +204,7 @@ class CustomTokenHttpTrigger(_RequestTrigger):
         return f"{__name__}.{type(self).__name__}", self._kwargs()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
+        hook = await self._hook()
         try:
             async with hook.session():
                 payload = {"status": "success", "response": await self._send(hook)}
@@ -242,7 +252,7 @@ class CustomTokenHttpSensorTrigger(_RequestTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         if self.first_poke_delay > 0:
             await asyncio.sleep(self.first_poke_delay)
-        hook = self._hook()
+        hook = await self._hook()
         try:
             async with hook.session():
                 pokes, logged = 0, -math.inf
@@ -365,7 +375,7 @@ class CustomTokenHttpEventTrigger(_RequestTrigger, BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         check = await self._import_check()
-        hook = self._hook()
+        hook = await self._hook()
         while True:
             try:
                 async with hook.session():
@@ -415,8 +425,7 @@ class CustomTokenHttpEventTrigger(_RequestTrigger, BaseEventTrigger):
             return None
         module_name, _, name = path.rpartition(".")
         try:
-            module = await asyncio.to_thread(importlib.import_module, module_name)
-            check = getattr(module, name)
+            check = getattr(await aimport(module_name), name)
         except (ImportError, AttributeError) as exc:
             raise ImportError(
                 f"response_check_path: cannot import {path!r} in the triggerer ({type(exc).__name__}: "

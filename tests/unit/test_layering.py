@@ -11,10 +11,15 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from airflow_custom_token.demo.connections import environment
 
 PACKAGE = Path(__file__).resolve().parents[2] / "airflow_custom_token"
 SURFACES = ("hooks", "operators", "sensors", "triggers", "notifications", "cli")
@@ -106,3 +111,62 @@ def test_the_demo_api_imports_no_airflow_and_no_provider_code(path: Path) -> Non
         if name.split(".")[0] == "airflow" or (ours(name) not in (None, "demo"))
     ]
     assert not wrong, f"{path.name} imports {wrong}"
+
+
+TRIGGERER_IMPORTS = """
+import asyncio, json, sys, threading
+OURS = {"airflow_custom_token", "aiohttp", "requests"}  # the provider and its transports
+import airflow.jobs.triggerer_job_runner  # what the triggerer has loaded before it imports a trigger
+from airflow_custom_token.triggers import http
+
+loaded = lambda: [m for m in ("aiohttp", http.HOOKS_MODULE) if m in sys.modules]
+after_import = loaded()
+classpath, kwargs = http.CustomTokenHttpTrigger("acme_dev", "/api/v1/echo").serialize()
+trigger = getattr(http, classpath.rsplit(".", 1)[1])(**kwargs)  # as the triggerer makes it
+after_create = loaded()
+importers = {}
+sys.addaudithook(
+    lambda event, args: event == "import" and importers.setdefault(args[0], threading.get_ident())
+)
+
+async def first_run():
+    hook = await trigger._hook()  # the first thing a trigger's run() does
+    async with hook.session():  # its aiohttp session
+        return threading.get_ident()
+
+loop_thread = asyncio.run(first_run())
+print(json.dumps({
+    "after_import": after_import,
+    "after_create": after_create,
+    "after_run": loaded(),
+    "first imports on the loop": sorted(
+        {m.split(".")[0] for m, t in importers.items() if t == loop_thread} & OURS
+    ),
+    "first imports in threads": sorted(
+        {m.split(".")[0] for m, t in importers.items() if t != loop_thread} & OURS
+    ),
+}))
+"""
+
+
+def test_the_triggerer_imports_the_transport_off_its_event_loop() -> None:
+    """The triggerer imports a trigger's module, and makes the trigger, in its event loop: that import
+    must not bring aiohttp and the core (about 0.3 s on a busy triggerer, which stalls every trigger of
+    the loop); the first trigger to run imports them in a worker thread."""
+    result = subprocess.run(
+        [sys.executable, "-c", TRIGGERER_IMPORTS],
+        env={**os.environ, **environment("http://127.0.0.1:9")},  # the example accounts; nothing is sent
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen == {
+        "after_import": [],
+        "after_create": [],
+        "after_run": ["aiohttp", "airflow_custom_token.hooks.custom_token"],
+        "first imports on the loop": [],
+        "first imports in threads": ["aiohttp", "airflow_custom_token", "requests"],
+    }
