@@ -43,7 +43,8 @@ from typing import IO, Any, Self
 
 from airflow_custom_token.demo.connections import ACCOUNTS
 from tests.cluster import REDIS_PASSWORD, SHARED_CONN_ID, SHARED_ENV, RedisServer
-from tests.paths import ROOT, airflow_command
+from tests.paths import ROOT
+from tests.processes import airflow_command, clean_env, reap_group, terminate_group
 from tests.serving import free_port
 
 DAG_ID = "custom_token_cluster"
@@ -54,7 +55,6 @@ WORKERS = ("worker-a", "worker-b")
 TRIGGERER = "triggerer"
 HOST_ENV = "CUSTOM_TOKEN_CLUSTER_HOST"  # the host name `hostname()` gives a component
 START_TIMEOUT = 240.0  # a cold api-server on two busy cores can take a minute or more
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 DAG_FILE = textwrap.dedent(
     f'''\
@@ -164,22 +164,11 @@ class CeleryCluster:
         return self
 
     def stop(self) -> None:
-        for name, proc in reversed(self._procs.items()):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
+        for proc in reversed(self._procs.values()):  # all at once, the last started first
+            terminate_group(proc)
         deadline = time.monotonic() + 30
         for proc in self._procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+            reap_group(proc, timeout=deadline - time.monotonic())
         self._procs.clear()
         for out in self._outs:
             out.close()
@@ -192,11 +181,7 @@ class CeleryCluster:
         from airflow_custom_token.demo.connections import environment
 
         redis = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.redis.port}"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW", "CUSTOM_TOKEN")) and k.lower() not in PROXY_VARIABLES
-        }
+        env = clean_env(drop=("AIRFLOW", "CUSTOM_TOKEN"))
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
@@ -218,9 +203,6 @@ class CeleryCluster:
                 "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-                "PYTHONUNBUFFERED": "1",
                 **environment(self.demo_url),
             }
         )

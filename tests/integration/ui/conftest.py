@@ -8,8 +8,6 @@ to the demo API (the ``demo`` fixture of ``tests/conftest.py``) exactly as a dep
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.paths import airflow_command
+from tests.processes import airflow_command, clean_env, reap_group, terminate_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,7 +36,6 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 API_SERVER_START_TIMEOUT = 240.0  # seconds; a cold api-server on 2 busy cores can take a minute or more
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -58,11 +55,7 @@ def free_port() -> int:
 def _airflow_env(home: Path) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AIRFLOW") and k.lower() not in PROXY_VARIABLES
-    }
+    env = clean_env()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -71,9 +64,6 @@ def _airflow_env(home: Path) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "PYTHONUNBUFFERED": "1",
         }
     )
     return env
@@ -153,16 +143,8 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    terminate_group(process)
+    reap_group(process, timeout=30)
 
 
 def _tail(log: Path, lines: int = 200) -> str:
